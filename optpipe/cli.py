@@ -1,0 +1,199 @@
+"""Command line: a thin layer over the Python API (parse, load, call, print)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from optpipe.errors import EXIT_BUDGET_INCONCLUSIVE, EXIT_BUDGET_NOT_MET, EXIT_INVALID_INPUT, EXIT_OK, OptpipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="optpipe: recipe in, measured deployable model out.")
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _fail(exc: OptpipeError) -> None:
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    problems = getattr(exc, "problems", None)
+    if problems:
+        err.print(f"[bold red]{len(problems)} problem(s):[/]")
+        for p in problems:
+            err.print("  " + p.render(), markup=False)
+    else:
+        err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
+    """Check a recipe and report every problem at once (file:line: field: message)."""
+    from optpipe.recipe import load_recipe
+
+    try:
+        r = load_recipe(recipe)
+    except OptpipeError as exc:
+        _fail(exc)
+    _console().print(f"{recipe}: OK ({len(r.passes)} passes, target {r.target})")
+
+
+@app.command()
+def schema() -> None:
+    """Print the recipe JSON Schema (for editor completion and CI checks)."""
+    from optpipe.recipe import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+
+
+@app.command()
+def targets() -> None:
+    """List target devices with memory, bandwidth and supported dtypes."""
+    from rich.table import Table
+
+    from optpipe.targets import list_targets, load_target
+
+    t = Table("name", "device", "kind", "memory GB", "bandwidth GB/s", "cc", "dtypes")
+    for name in list_targets():
+        d = load_target(name)
+        t.add_row(d.name, d.display_name, d.kind, f"{d.memory_gb:g}", f"{d.memory_bandwidth_gbs:g}",
+                  d.compute_capability or "–", ", ".join(d.dtypes))
+    _console().print(t)
+
+
+@app.command()
+def passes() -> None:
+    """List passes, their parameters and what each needs to run."""
+    from rich.table import Table
+
+    from optpipe.passes import registry
+
+    t = Table("pass", "what it does", "parameters", "requires")
+    for name, cls in registry().items():
+        fields = [f"{n}" for n in cls.Params.model_fields if n not in ("kind",)]
+        t.add_row(name, cls.summary, ", ".join(fields), cls.requires)
+    _console().print(t)
+
+
+def _live_printer(console):
+    """Progress callback: a live table on a terminal, plain lines otherwise."""
+    from rich.table import Table
+
+    from optpipe.report import COLUMNS, row
+
+    rows: list[list[str]] = []
+    state: dict[str, Any] = {"status": ""}
+
+    def table() -> Table:
+        t = Table(*COLUMNS, title="optpipe build", show_lines=False)
+        for r in rows:
+            t.add_row(*r)
+        return t
+
+    live = None
+    if console.is_terminal:
+        from rich.console import Group
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(console=console, refresh_per_second=4, transient=False)
+        live.start()
+
+        def render():
+            live.update(Group(table(), Text(state["status"], style="dim")))
+    else:
+        def render():
+            pass
+
+    def on_event(event: str, payload: Any) -> None:
+        if event == "phase":
+            state["status"] = payload
+            if live is None:
+                console.print(f"· {payload}", markup=False)
+        elif event == "measure":
+            rec, msg = payload
+            state["status"] = f"[{rec.index} {rec.name}] {msg}"
+            if live is None and not msg.startswith(("perplexity window", "benchmark trial")):
+                console.print(f"  [{rec.index} {rec.name}] {msg}", markup=False)
+        elif event == "candidate":
+            rows.append(row(payload.to_dict()))
+            if live is None:
+                console.print("  -> " + " | ".join(f"{c}: {v}" for c, v in zip(COLUMNS, rows[-1])), markup=False)
+        render()
+
+    def stop():
+        if live is not None:
+            state["status"] = ""
+            render()
+            live.stop()
+        else:
+            console.print(table())
+
+    return on_event, stop
+
+
+@app.command()
+def build(
+    recipe: Path = typer.Argument(..., help="Recipe YAML file."),
+    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Override the recipe's output_dir."),
+    keep_candidates: bool = typer.Option(False, help="Keep every candidate's weights, not only the artifact."),
+) -> None:
+    """Measure the baseline, apply the passes in order, stop at the first candidate within budget."""
+    import time
+
+    from optpipe.recipe import load_recipe
+    from optpipe.runner import Build, plan
+
+    console = _console()
+    t0 = time.perf_counter()
+    try:
+        r = load_recipe(recipe)
+        if output_dir is not None:
+            r = r.model_copy(update={"output_dir": str(output_dir)})
+        p = plan(r, recipe)
+    except OptpipeError as exc:
+        _fail(exc)
+    ev, bm = r.evaluation, r.benchmark
+    console.print(f"[bold]optpipe build[/] {recipe}: target {p.target.name}, device {p.device}, "
+                  f"{len(p.passes)} passes, stop: {r.stop}")
+    console.print(f"evaluation: HellaSwag {ev.hellaswag_items} items (seed {ev.seed}), WikiText-2 {ev.perplexity_tokens} tokens "
+                  f"(window {ev.perplexity_window}/stride {ev.perplexity_stride}); benchmark: prompt {bm.prompt_tokens}, "
+                  f"{bm.new_tokens} new tokens, batch {bm.batch_size}, {bm.min_trials}-{bm.max_trials} trials")
+    for pp in p.passes:
+        if pp.skip_reason:
+            console.print(f"[yellow]skipping pass {pp.index} {pp.name}:[/] {pp.skip_reason}", markup=True)
+    on_event, stop = _live_printer(console)
+    try:
+        result = Build(p, on_event, keep_candidates).run()
+    except OptpipeError as exc:
+        stop()
+        _fail(exc)
+    finally:
+        pass
+    stop()
+    took = time.perf_counter() - t0
+    console.print(f"status: [bold]{result.status.value}[/]" + (f", selected {result.selected.index} {result.selected.name}" if result.selected else ""))
+    if result.artifact_dir:
+        console.print(f"artifact: {result.artifact_dir}")
+    console.print(f"report: {result.output_dir / 'report.md'}  manifest: {result.output_dir / 'manifest.json'}  wall time: {took / 60:.1f} min")
+    code = {"MET": EXIT_OK, "INCONCLUSIVE": EXIT_BUDGET_INCONCLUSIVE}.get(result.status.value, EXIT_BUDGET_NOT_MET)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("interrupted: measured candidates are in the output dir's manifest.json and cache; run again to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Errors a user can act on, and the exit codes the CLI maps them to."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_INTERNAL_ERROR = 1
+EXIT_INVALID_INPUT = 2
+EXIT_BUDGET_NOT_MET = 3
+EXIT_BUDGET_INCONCLUSIVE = 4
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where it is, what it is, and how to fix it."""
+
+    file: str
+    line: int | None
+    field: str
+    value: object
+    message: str
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        value = "" if self.value is _MISSING else f" (got {self.value!r})"
+        return f"{where}: {self.field}: {self.message}{value}"
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISSING = _Missing()
+MISSING = _MISSING
+
+
+class OptpipeError(Exception):
+    """Base class for errors optpipe reports to users without a traceback."""
+
+    exit_code = EXIT_INTERNAL_ERROR
+
+
+class InvalidInputError(OptpipeError):
+    """The recipe or a command-line argument is wrong; nothing expensive has run yet."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+    def __init__(self, problems: list[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(file="<input>", line=None, field="", value=MISSING, message=problems)]
+        self.problems = problems
+        super().__init__("\n".join(p.render() for p in problems))
+
+
+class RequirementError(InvalidInputError):
+    """A pass cannot run on this target or host (and the recipe says to fail)."""
+
+
+class CandidateFailed(OptpipeError):
+    """A pass or a measurement crashed; results already measured are kept."""

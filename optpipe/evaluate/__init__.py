@@ -1,0 +1,1 @@
+"""Accuracy evaluation: HellaSwag through lm-eval, WikiText-2 strided perplexity."""

@@ -1,0 +1,125 @@
+"""Benchmark one candidate: warm-up, repeated trials until decode speed is stable, prefill and
+decode timed separately, per-token latencies, peak memory.
+
+The decode loop is our own greedy loop over the model's forward with a KV cache (not
+`generate`), so the figure is the model's step time and each token is timed on its own. The clock
+synchronizes CUDA before reading the time on GPU; on CPU it is `perf_counter`.
+"""
+from __future__ import annotations
+
+import inspect
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from optpipe.measure.stats import Spread
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    prompt_tokens: int = 128
+    new_tokens: int = 64
+    batch_size: int = 1
+    warmup: int = 1
+    min_trials: int = 3
+    max_trials: int = 10
+    target_cv: float = 0.05
+
+
+class Clock:
+    """Wall clock that waits for queued GPU work first, so a reading means the work is done."""
+
+    def __init__(self, device: Any):
+        import torch
+
+        self._sync = torch.cuda.synchronize if getattr(device, "type", str(device)) == "cuda" else None
+
+    def now(self) -> float:
+        if self._sync:
+            self._sync()
+        return time.perf_counter()
+
+
+def _cache_kwarg(model) -> str:
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
+
+
+def _new_cache(model):
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers
+        return DynamicCache()
+
+
+def decode_trial(model, prompt_ids, new_tokens: int, clock: Clock) -> tuple[float, list[float]]:
+    """One greedy generation of `new_tokens`: returns (time to first token, per-step decode times)."""
+    import torch
+
+    key = _cache_kwarg(model)
+    cache = _new_cache(model)
+    steps: list[float] = []
+    with torch.inference_mode():
+        t0 = clock.now()
+        out = model(input_ids=prompt_ids, use_cache=True, **{key: cache})
+        token = out.logits[:, -1:].argmax(-1)
+        ttft = clock.now() - t0
+        for _ in range(new_tokens - 1):
+            t = clock.now()
+            out = model(input_ids=token, use_cache=True, **{key: cache})
+            token = out.logits[:, -1:].argmax(-1)
+            steps.append(clock.now() - t)
+    return ttft, steps
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process so far (the worker runs one candidate only)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return ru if sys.platform == "darwin" else ru * 1024
+
+
+def benchmark(model, prompt_ids, cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the benchmark and return a plain dict (it crosses a process boundary)."""
+    import torch
+
+    device = prompt_ids.device
+    clock = Clock(device)
+    if cfg.batch_size > 1:
+        prompt_ids = prompt_ids.expand(cfg.batch_size, -1).contiguous()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(cfg.warmup):
+        decode_trial(model, prompt_ids, cfg.new_tokens, clock)
+    ttfts, tok_s, prefill_tok_s, all_steps = [], [], [], []
+    for trial in range(cfg.max_trials):
+        ttft, steps = decode_trial(model, prompt_ids, cfg.new_tokens, clock)
+        ttfts.append(ttft)
+        prefill_tok_s.append(prompt_ids.numel() / ttft)
+        tok_s.append(len(steps) * cfg.batch_size / sum(steps))
+        all_steps.extend(steps)
+        if progress:
+            progress(f"trial {trial + 1}: {tok_s[-1]:.1f} tok/s")
+        if trial + 1 >= cfg.min_trials and Spread.from_values(tok_s).cv < cfg.target_cv:
+            break
+    speed = Spread.from_values(tok_s)
+    latency_ms = Spread.from_values([s * 1000 for s in all_steps])
+    result: dict[str, Any] = {
+        "config": cfg.__dict__,
+        "device": str(device),
+        "trials": len(tok_s),
+        "decode_tok_s": speed.to_dict(),
+        "decode_tok_s_trials": tok_s,
+        "prefill_tok_s": Spread.from_values(prefill_tok_s).to_dict(),
+        "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(),
+        "token_latency_ms": latency_ms.to_dict(),
+        "stable": speed.cv < cfg.target_cv,
+        "peak_rss_bytes": peak_rss_bytes(),
+    }
+    if device.type == "cuda":
+        result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+    return result

@@ -1,0 +1,123 @@
+"""Measure one saved candidate in a fresh process: benchmark, then HellaSwag and perplexity.
+
+A fresh process per candidate keeps one candidate's memory (allocator caches, compile caches,
+peak RSS) out of the next one's figures. The parent talks to it through two JSON files; progress
+lines go to stdout prefixed with PROGRESS_PREFIX, everything else to the log.
+
+    python -m optpipe.measure.worker job.json result.json
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from optpipe.errors import CandidateFailed
+
+PROGRESS_PREFIX = "@@optpipe "
+
+
+def _progress(msg: str) -> None:
+    print(PROGRESS_PREFIX + msg, flush=True)
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from optpipe.evaluate.data import benchmark_prompt_text, hellaswag_subset
+    from optpipe.measure.bench import BenchConfig, benchmark, peak_rss_bytes
+    from optpipe.runtime import load_candidate, weights_size_bytes
+
+    t0 = time.perf_counter()
+    cand = load_candidate(job["candidate_dir"], device=job.get("device"))
+    result: dict[str, Any] = {"load_s": time.perf_counter() - t0, "rss_after_load_bytes": peak_rss_bytes()}
+    result["parameters"] = cand.num_parameters()
+    result["size_bytes"] = weights_size_bytes(job["candidate_dir"])
+    result["runtime"] = cand.settings.to_dict()
+    result["torch_threads"] = torch.get_num_threads()
+
+    bench_cfg = BenchConfig(**job["benchmark"])
+    if bench_cfg.prompt_tokens:
+        ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
+        prompt = ids[:, : bench_cfg.prompt_tokens].to(cand.device)
+        _progress(f"benchmark: prompt {prompt.shape[1]} tokens, {bench_cfg.new_tokens} new tokens")
+        result["benchmark"] = benchmark(cand.model, prompt, bench_cfg, progress=lambda m: _progress("benchmark " + m))
+
+    ev = job["evaluation"]
+    if ev["hellaswag_items"]:
+        from optpipe.evaluate.hellaswag import evaluate_hellaswag, hf_lm
+
+        items = hellaswag_subset(ev["hellaswag_items"], ev["seed"])
+        _progress(f"hellaswag: {len(items)} items (seed {ev['seed']}, batch {ev['batch_size']})")
+        t = time.perf_counter()
+        hs = evaluate_hellaswag(hf_lm(cand.model, cand.tokenizer, ev["batch_size"]), items)
+        result["hellaswag"] = hs.to_dict() | {"seconds": time.perf_counter() - t}
+    if ev["perplexity_tokens"]:
+        from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
+
+        ids = wikitext_ids(cand.tokenizer, ev["perplexity_tokens"])
+        _progress(f"perplexity: {ids.numel()} tokens, window {ev['perplexity_window']}, stride {ev['perplexity_stride']}")
+        t = time.perf_counter()
+        ppl = evaluate_perplexity(
+            lambda x: cand.model(input_ids=x.to(cand.device)).logits, ids,
+            ev["perplexity_window"], ev["perplexity_stride"],
+            progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
+        )
+        result["perplexity"] = ppl.to_dict() | {"seconds": time.perf_counter() - t}
+    result["peak_rss_total_bytes"] = peak_rss_bytes()
+    return result
+
+
+def run_isolated(job: dict[str, Any], workdir: Path, log_path: Path,
+                 on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run `measure_candidate(job)` in a child process; re-raise its failure with its traceback."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    job_path, result_path = workdir / "job.json", workdir / "result.json"
+    result_path.unlink(missing_ok=True)
+    write_json_atomic(job_path, job)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "optpipe.measure.worker", str(job_path), str(result_path)],
+            stdout=subprocess.PIPE, stderr=log, text=True, env=env,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_PREFIX):
+                if on_progress:
+                    on_progress(line[len(PROGRESS_PREFIX):].rstrip())
+            else:
+                log.write(line)
+        code = proc.wait()
+    if code != 0 or not result_path.exists():
+        tail = "".join(Path(log_path).read_text().splitlines(keepends=True)[-25:])
+        raise CandidateFailed(f"measurement process exited with {code}; log: {log_path}\n{tail}")
+    return json.loads(result_path.read_text())
+
+
+def main(argv: list[str]) -> int:
+    job_path, result_path = argv
+    job = json.loads(Path(job_path).read_text())
+    try:
+        result = measure_candidate(job)
+    except Exception:
+        traceback.print_exc()
+        return 1
+    write_json_atomic(result_path, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+"""What a pass is: a frozen params model, requirements checked at plan time, and `apply`.
+
+A pass lives in one file of this package; defining a `Pass` subclass registers it. The recipe's
+pass list is a discriminated union over every registered `Params` model (field `pass`), so every
+field of every pass is validated up front and appears in the JSON Schema.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from optpipe.hostenv import HostEnv
+    from optpipe.runtime import TorchCandidate
+    from optpipe.targets import Target
+
+_REGISTRY: dict[str, type["Pass"]] = {}
+
+
+class PassParams(BaseModel):
+    """Fields every pass accepts. Subclasses add `kind: Literal["<name>"]` and their own fields."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    on_unsupported: Literal["fail", "skip"] = Field(
+        "fail",
+        description="What to do when the pass cannot run on this target/host: fail the build "
+        "before any expensive work, or skip it (the reason goes into the report).",
+    )
+
+    def chain_params(self) -> dict[str, Any]:
+        """Params that define the result (used for cache keys and the manifest)."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"on_unsupported"})
+
+
+class Pass:
+    """Base class; subclasses set `name`, `Params`, `summary`, `requires` and implement `apply`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[PassParams]]
+    summary: ClassVar[str]
+    requires: ClassVar[str] = "nothing beyond the core install"
+    version: ClassVar[int] = 1  # bump when the pass changes its output (invalidates caches)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+            raise TypeError(f"pass name {cls.name!r} registered twice")
+        _REGISTRY[cls.name] = cls
+
+    @classmethod
+    def requirements(cls, params: PassParams, target: "Target", env: "HostEnv") -> list[str]:
+        """Reasons this pass cannot run here; empty when it can. Must be cheap."""
+        return []
+
+    @classmethod
+    def apply(cls, candidate: "TorchCandidate", params: PassParams) -> "TorchCandidate":
+        raise NotImplementedError
+
+
+def registered() -> dict[str, type[Pass]]:
+    return _REGISTRY

@@ -1,0 +1,337 @@
+"""The build loop: plan (validate everything, check every pass's requirements), load the model,
+measure the baseline, apply passes cumulatively, measure and judge each candidate, stop at the
+first that meets every budget (or rank them all with stop: best), write the artifact.
+
+manifest.json and report.md are rewritten atomically after every candidate, and measurements
+are cached by content, so a killed build loses nothing it measured and resumes where it stopped.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from optpipe.budget import GB, Verdict, judge, overall, peak_memory_bytes
+from optpipe.cache import KEY_PACKAGES, ResultCache, cache_key
+from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.passes import PassParams, get_pass
+from optpipe.recipe import SCHEMA_VERSION, Recipe
+
+MANIFEST_SCHEMA_VERSION = 1
+
+
+@dataclass
+class PlannedPass:
+    index: int
+    params: PassParams
+    skip_reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.params.kind
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    recipe_file: str
+    target: Any
+    env: Any
+    device: str
+    model: Any  # ResolvedModel
+    passes: list[PlannedPass]
+    output_dir: Path
+
+
+def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) -> Plan:
+    """Check everything that can be checked before loading a model; report all problems at once."""
+    from optpipe.hostenv import HostEnv
+    from optpipe.models import resolve_model
+    from optpipe.targets import load_target
+
+    recipe_file = str(recipe_file)
+    base_dir = Path(recipe_file).parent if recipe_file != "<recipe>" else Path.cwd()
+    env = env or HostEnv.detect()
+    target = load_target(recipe.target)
+    problems: list[Problem] = []
+    model = None
+    try:
+        model = resolve_model(recipe.model.source, recipe.model.gguf_file, recipe.model.revision,
+                              recipe.model.trust_remote_code, base_dir=base_dir, origin=recipe_file)
+    except InvalidInputError as exc:
+        problems += exc.problems
+
+    device = recipe.device
+    if device == "auto":
+        device = "cuda" if (target.is_gpu and env.has_cuda) else "cpu"
+    if device == "cuda" and not env.has_cuda:
+        problems.append(Problem(recipe_file, None, "device", recipe.device, "this host has no CUDA device; use device: cpu or build on a GPU host"))
+    if target.is_gpu and device == "cpu":
+        problems.append(Problem(
+            recipe_file, None, "target", recipe.target,
+            f"{target.name} is a GPU target but this host has no CUDA device, so its speed and memory cannot be "
+            "measured here; run this recipe on a CUDA host (projection to absent devices needs a GPU host too)"))
+
+    planned: list[PlannedPass] = []
+    for i, params in enumerate(recipe.passes):
+        reasons = get_pass(params.kind).requirements(params, target, env)
+        pp = PlannedPass(i + 1, params)
+        if reasons:
+            if params.on_unsupported == "skip":
+                pp.skip_reason = "; ".join(reasons)
+            else:
+                for r in reasons:
+                    problems.append(Problem(recipe_file, None, f"passes[{i}] ({params.kind})", MISSING,
+                                            r + " (set on_unsupported: skip to skip this pass instead)"))
+        planned.append(pp)
+    if problems:
+        raise InvalidInputError(problems)
+    stem = Path(recipe_file).stem if recipe_file != "<recipe>" else "recipe"
+    out = Path(recipe.output_dir.format(recipe=stem))
+    return Plan(recipe, recipe_file, target, env, device, model, planned, out)
+
+
+@dataclass
+class CandidateRecord:
+    index: int
+    name: str
+    chain: list[dict[str, Any]]
+    status: str = "pending"  # measured | cached | skipped | failed
+    reason: str = ""
+    cache_key: str = ""
+    measurements: dict[str, Any] | None = None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BuildResult:
+    status: Verdict
+    selected: CandidateRecord | None
+    candidates: list[CandidateRecord]
+    output_dir: Path
+    artifact_dir: Path | None
+    manifest: dict[str, Any]
+
+
+Progress = Callable[[str, Any], None]
+
+
+def _quiet(event: str, payload: Any) -> None:
+    pass
+
+
+class Build:
+    """One build of a plan; `run()` does the work. Events go to `progress(event, payload)`."""
+
+    def __init__(self, p: Plan, progress: Progress = _quiet, keep_candidates: bool = False):
+        self.p = p
+        self.progress = progress
+        self.keep = keep_candidates
+        self.out = p.output_dir
+        self.cache = ResultCache(self.out / ".cache")
+        self.records: list[CandidateRecord] = []
+        self.started = datetime.now(timezone.utc)
+        self.model_fp = ""
+        self.status = "running"
+        self.selected: CandidateRecord | None = None
+        self.artifact_dir: Path | None = None
+
+    # ------------------------------------------------------------------ bookkeeping
+    def manifest(self) -> dict[str, Any]:
+        p = self.p
+        from optpipe import __version__
+
+        return {
+            "schema_version": MANIFEST_SCHEMA_VERSION,
+            "recipe_schema_version": SCHEMA_VERSION,
+            "optpipe_version": __version__,
+            "recipe_file": p.recipe_file,
+            "recipe_hash": p.recipe.content_hash(),
+            "recipe": p.recipe.model_dump(mode="json", by_alias=True),
+            "model": {"description": p.model.describe(), "kind": p.model.kind, "fingerprint": self.model_fp},
+            "target": p.target.model_dump(mode="json"),
+            "measured_on": p.device if p.device == "cpu" else f"{p.device} ({p.env.gpu_name})",
+            "host": p.env.to_dict(),
+            "packages": p.env.packages,
+            "started": self.started.isoformat(),
+            "updated": datetime.now(timezone.utc).isoformat(),
+            "status": self.status,
+            "selected": self.selected.name if self.selected else None,
+            "artifact_dir": str(self.artifact_dir) if self.artifact_dir else None,
+            "pass_chain": [pp.params.chain_params() for pp in p.passes],
+            "candidates": [r.to_dict() for r in self.records],
+        }
+
+    def save_progress(self) -> None:
+        from optpipe.measure.worker import write_json_atomic
+        from optpipe.report import markdown
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        m = self.manifest()
+        write_json_atomic(self.out / "manifest.json", m)
+        tmp = self.out / "report.md.tmp"
+        tmp.write_text(markdown(m))
+        tmp.replace(self.out / "report.md")
+
+    def _key(self, chain: list[dict[str, Any]]) -> str:
+        r = self.p.recipe
+        return cache_key({
+            "model": self.model_fp, "chain": chain, "device": self.p.device,
+            "gpu": self.p.env.gpu_name, "cpu": self.p.env.cpu,
+            "evaluation": r.evaluation.model_dump(), "benchmark": r.benchmark.model_dump(),
+            "packages": {k: self.p.env.packages.get(k) for k in KEY_PACKAGES},
+        })
+
+    # ------------------------------------------------------------------ steps
+    def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
+        from optpipe.measure.worker import run_isolated
+
+        cached = self.cache.get(rec.cache_key)
+        if cached is not None:
+            rec.measurements, rec.status = cached, "cached"
+            return
+        r = self.p.recipe
+        job = {
+            "candidate_dir": str(cand_dir), "device": self.p.device,
+            "benchmark": r.benchmark.model_dump(), "evaluation": r.evaluation.model_dump(),
+        }
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        rec.measurements = run_isolated(job, cand_dir.parent / f"{cand_dir.name}.job", logs / f"{cand_dir.name}.log",
+                                        on_progress=lambda msg: self.progress("measure", (rec, msg)))
+        rec.status = "measured"
+        self.cache.put(rec.cache_key, rec.measurements)
+
+    def _judge(self, rec: CandidateRecord) -> None:
+        from optpipe.budget import Check
+
+        base = self.records[0].measurements or {}
+        checks = judge(base, rec.measurements or {}, self.p.recipe.budget, self.p.recipe.goals)
+        if rec.index == 0:  # the baseline is the reference: its accuracy deltas are 0 by definition
+            checks = [Check(c.name, c.limit, 0.0, 0.0, 0.0, Verdict.MET, "baseline (reference)")
+                      if c.name in ("hellaswag_drop_points", "perplexity_rise_pct") else c for c in checks]
+        rec.checks = [c.to_dict() for c in checks]
+        rec.verdict = overall(checks).value
+
+    def run(self) -> BuildResult:
+        from optpipe.models import load_model
+        from optpipe.runtime import RuntimeSettings, TorchCandidate, dtype_name, load_candidate
+
+        p = self.p
+        work = self.out / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        self.progress("phase", f"fingerprinting model ({p.model.describe()})")
+        self.model_fp = p.model.fingerprint()
+        self.progress("phase", f"loading model ({p.model.describe()})")
+        t = time.perf_counter()
+        model, tokenizer = load_model(p.model, "fp32")
+        cand = TorchCandidate(model, tokenizer, RuntimeSettings(
+            dtype=dtype_name(model.dtype), attn_implementation=model.config._attn_implementation, device=p.device))
+        self.progress("phase", f"model loaded in {time.perf_counter() - t:.1f} s: {cand.num_parameters() / 1e6:.1f} M parameters")
+
+        chain: list[dict[str, Any]] = []
+        steps: list[PlannedPass | None] = [None, *p.passes]
+        prev_dir: Path | None = None
+        for step in steps:
+            index = 0 if step is None else step.index
+            name = "baseline" if step is None else step.name
+            rec = CandidateRecord(index, name, list(chain))
+            self.records.append(rec)
+            t0 = time.perf_counter()
+            if step is not None and step.skip_reason:
+                rec.status, rec.reason = "skipped", step.skip_reason
+                self.progress("candidate", rec)
+                self.save_progress()
+                continue
+            cand_dir = work / f"{index:02d}-{name}"
+            try:
+                if step is not None:
+                    self.progress("phase", f"applying {name} {step.params.chain_params()}")
+                    cand = get_pass(name).apply(cand, step.params)
+                    rec.chain = chain + [step.params.chain_params() | {"pass_version": get_pass(name).version}]
+                rec.cache_key = self._key(rec.chain)
+                if cand_dir.exists():
+                    shutil.rmtree(cand_dir)
+                cand.save(cand_dir)
+                self._measure(rec, cand_dir)
+            except Exception as exc:  # one failing pass must not lose what was measured
+                rec.status, rec.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                (self.out / "logs").mkdir(parents=True, exist_ok=True)
+                (self.out / "logs" / f"{index:02d}-{name}.error.txt").write_text(traceback.format_exc())
+                self.progress("candidate", rec)
+                self.save_progress()
+                if index == 0:
+                    raise
+                shutil.rmtree(cand_dir, ignore_errors=True)
+                self.progress("phase", f"{name} failed; continuing from the previous candidate")
+                cand = load_candidate(prev_dir, device=p.device) if prev_dir else cand
+                continue
+            chain = rec.chain
+            self._judge(rec)
+            rec.seconds = time.perf_counter() - t0
+            self.progress("candidate", rec)
+            self.save_progress()
+            if prev_dir is not None and not self.keep and prev_dir != self._best_dir():
+                shutil.rmtree(prev_dir, ignore_errors=True)
+            prev_dir = cand_dir
+            if rec.verdict == Verdict.MET.value and p.recipe.stop == "first":
+                break
+        return self._finish(work)
+
+    def _eligible(self) -> list[CandidateRecord]:
+        return [r for r in self.records if r.verdict == Verdict.MET.value]
+
+    def _rank_key(self, rec: CandidateRecord):
+        m = rec.measurements or {}
+        obj = self.p.recipe.objective
+        if obj == "decode_tok_s":
+            return -(m.get("benchmark") or {}).get("decode_tok_s", {}).get("mean", 0.0)
+        if obj == "size_gb":
+            return m.get("size_bytes", float("inf"))
+        return peak_memory_bytes(m)
+
+    def _best_dir(self) -> Path | None:
+        ok = self._eligible()
+        if not ok:
+            return None
+        best = min(ok, key=self._rank_key)
+        return self.out / "work" / f"{best.index:02d}-{best.name}"
+
+    def _finish(self, work: Path) -> BuildResult:
+        from optpipe.artifacts import write_artifact
+
+        ok = self._eligible()
+        if ok:
+            self.selected = ok[0] if self.p.recipe.stop == "first" else min(ok, key=self._rank_key)
+            status = Verdict.MET
+        else:
+            measured = [r for r in self.records if r.verdict]
+            status = Verdict.INCONCLUSIVE if any(r.verdict == Verdict.INCONCLUSIVE.value for r in measured) else Verdict.NOT_MET
+        self.status = status.value
+        if self.selected is not None:
+            src = work / f"{self.selected.index:02d}-{self.selected.name}"
+            self.artifact_dir = self.out / "artifact"
+            self.save_progress()
+            write_artifact(src, self.artifact_dir, self.manifest())
+        self.save_progress()
+        if not self.keep:
+            shutil.rmtree(work, ignore_errors=True)
+            for job in self.out.glob("work/*.job"):
+                shutil.rmtree(job, ignore_errors=True)
+        m = self.manifest()
+        return BuildResult(status, self.selected, self.records, self.out, self.artifact_dir, m)
+
+
+def build(recipe: Recipe, recipe_file: str | Path = "<recipe>", progress: Progress = _quiet,
+          keep_candidates: bool = False) -> BuildResult:
+    """Python API: `optpipe.build(Recipe.load(path))`."""
+    return Build(plan(recipe, recipe_file), progress, keep_candidates).run()

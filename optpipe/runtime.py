@@ -1,0 +1,102 @@
+"""What a candidate is at run time, and how it is saved and loaded back.
+
+A torch candidate is a transformers causal LM + tokenizer + the runtime settings that are not part
+of the weights (attention implementation, device). Saved as a standard transformers directory plus
+`optpipe_runtime.json`; stock `AutoModelForCausalLM.from_pretrained(dir)` loads the weights,
+`optpipe.load(dir)` also re-applies the runtime settings.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+RUNTIME_FILE = "optpipe_runtime.json"
+DTYPES = ("fp32", "fp16", "bf16")
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def dtype_name(dtype: Any) -> str:
+    import torch
+
+    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Settings that change what runs but are not stored in the weights."""
+
+    format: str = "transformers"
+    dtype: str = "fp32"
+    attn_implementation: str = "sdpa"
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TorchCandidate:
+    model: Any
+    tokenizer: Any
+    settings: RuntimeSettings
+
+    def with_settings(self, **changes: Any) -> "TorchCandidate":
+        return TorchCandidate(self.model, self.tokenizer, replace(self.settings, **changes))
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def save(self, directory: str | Path) -> Path:
+        """Write weights (safetensors), config, tokenizer and runtime settings."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory, safe_serialization=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / RUNTIME_FILE).write_text(json.dumps(self.settings.to_dict(), indent=2) + "\n")
+        return directory
+
+
+def read_settings(directory: str | Path) -> RuntimeSettings:
+    path = Path(directory) / RUNTIME_FILE
+    if not path.exists():
+        return RuntimeSettings()
+    return RuntimeSettings(**json.loads(path.read_text()))
+
+
+def load_candidate(directory: str | Path, device: str | None = None) -> TorchCandidate:
+    """Load a saved candidate or artifact directory the way it was measured."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = Path(directory)
+    settings = read_settings(directory)
+    if device is not None:
+        settings = replace(settings, device=device)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory,
+        dtype=torch_dtype(settings.dtype),
+        attn_implementation=settings.attn_implementation,
+    )
+    model.to(settings.device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return TorchCandidate(model, tokenizer, settings)
+
+
+def directory_size_bytes(directory: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file())
+
+
+def weights_size_bytes(directory: str | Path) -> int:
+    """Bytes of weight files only (what a deployment ships and loads)."""
+    exts = {".safetensors", ".bin", ".onnx", ".gguf", ".pt", ".pth", ".data"}
+    return sum(p.stat().st_size for p in Path(directory).rglob("*") if p.is_file() and (p.suffix in exts or p.name.endswith(".onnx_data")))
