@@ -27,9 +27,9 @@ def _fail(exc: OptpipeError) -> None:
     if problems:
         err.print(f"[bold red]{len(problems)} problem(s):[/]")
         for p in problems:
-            err.print("  " + p.render(), markup=False)
+            err.print("  " + p.render(), markup=False, soft_wrap=True)
     else:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(exc.exit_code)
 
 
@@ -166,6 +166,8 @@ def build(
     console.print(f"evaluation: HellaSwag {ev.hellaswag_items} items (seed {ev.seed}), WikiText-2 {ev.perplexity_tokens} tokens "
                   f"(window {ev.perplexity_window}/stride {ev.perplexity_stride}); benchmark: prompt {bm.prompt_tokens}, "
                   f"{bm.new_tokens} new tokens, batch {bm.batch_size}, {bm.min_trials}-{bm.max_trials} trials")
+    for w in p.warnings:
+        console.print(f"[yellow]note:[/] {w}")
     for pp in p.passes:
         if pp.skip_reason:
             console.print(f"[yellow]skipping pass {pp.index} {pp.name}:[/] {pp.skip_reason}", markup=True)

@@ -25,7 +25,7 @@ def row(rec: dict[str, Any]) -> list[str]:
     bench = m.get("benchmark") or {}
     hs, ppl = m.get("hellaswag"), m.get("perplexity")
     cells = [str(rec["index"]), rec["name"], rt.get("dtype", "–"), rt.get("attn_implementation", "–")]
-    if rec["status"] in ("skipped", "failed"):
+    if rec["status"] in ("skipped", "failed", "not run"):
         return cells + ["–"] * (len(COLUMNS) - 5) + [f"{rec['status'].upper()}: {rec.get('reason', '')}"]
     cells.append(_f(m.get("size_bytes", math.nan) / GB, ".3f"))
     cells.append(_f(peak_memory_bytes(m) / GB, ".2f"))

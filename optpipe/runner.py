@@ -45,6 +45,7 @@ class Plan:
     model: Any  # ResolvedModel
     passes: list[PlannedPass]
     output_dir: Path
+    warnings: list[str] = field(default_factory=list)
 
 
 def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) -> Plan:
@@ -70,11 +71,16 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
         device = "cuda" if (target.is_gpu and env.has_cuda) else "cpu"
     if device == "cuda" and not env.has_cuda:
         problems.append(Problem(recipe_file, None, "device", recipe.device, "this host has no CUDA device; use device: cpu or build on a GPU host"))
-    if target.is_gpu and device == "cpu":
+    if target.has_cuda and device == "cpu":
         problems.append(Problem(
             recipe_file, None, "target", recipe.target,
-            f"{target.name} is a GPU target but this host has no CUDA device, so its speed and memory cannot be "
-            "measured here; run this recipe on a CUDA host (projection to absent devices needs a GPU host too)"))
+            f"{target.name} is a CUDA target but this host has no CUDA device, so its speed and memory cannot be "
+            "measured or projected here; run this recipe on a CUDA host"))
+    warnings: list[str] = []
+    if device == "cpu" and target.kind != "cpu":
+        warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
+    if device == "cuda" and env.gpu_name and target.name not in env.gpu_name.lower().replace(" ", ""):
+        warnings.append(f"measuring on {env.gpu_name}, not on {target.display_name}: figures are this host's")
 
     planned: list[PlannedPass] = []
     for i, params in enumerate(recipe.passes):
@@ -92,7 +98,7 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
         raise InvalidInputError(problems)
     stem = Path(recipe_file).stem if recipe_file != "<recipe>" else "recipe"
     out = Path(recipe.output_dir.format(recipe=stem))
-    return Plan(recipe, recipe_file, target, env, device, model, planned, out)
+    return Plan(recipe, recipe_file, target, env, device, model, planned, out, warnings)
 
 
 @dataclass
@@ -168,6 +174,7 @@ class Build:
             "selected": self.selected.name if self.selected else None,
             "artifact_dir": str(self.artifact_dir) if self.artifact_dir else None,
             "pass_chain": [pp.params.chain_params() for pp in p.passes],
+            "warnings": p.warnings,
             "candidates": [r.to_dict() for r in self.records],
         }
 
@@ -284,6 +291,9 @@ class Build:
                 shutil.rmtree(prev_dir, ignore_errors=True)
             prev_dir = cand_dir
             if rec.verdict == Verdict.MET.value and p.recipe.stop == "first":
+                for later in p.passes[index:]:
+                    self.records.append(CandidateRecord(later.index, later.name, [], "not run",
+                                                        "stopped at the first candidate that met the budget"))
                 break
         return self._finish(work)
 

@@ -77,7 +77,17 @@ def decode_trial(model, prompt_ids, new_tokens: int, clock: Clock) -> tuple[floa
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (the worker runs one candidate only)."""
+    """Peak resident set size of this process's address space so far.
+
+    Linux: VmHWM from /proc/self/status, which starts afresh at exec. (ru_maxrss does not: a
+    worker forked from a parent holding a model would inherit the parent's peak.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     ru = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return ru if sys.platform == "darwin" else ru * 1024
 

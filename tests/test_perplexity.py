@@ -1,0 +1,37 @@
+import math
+
+import pytest
+import torch
+
+from optpipe.evaluate.perplexity import evaluate_perplexity, strided_windows, wikitext_ids
+
+
+@pytest.mark.parametrize("n, window, stride", [(1000, 256, 128), (1000, 256, 256), (100, 256, 128), (513, 128, 32)])
+def test_windows_score_every_token_once(n, window, stride):
+    scored = []
+    for begin, end, k in strided_windows(n, window, stride):
+        assert 0 < k <= end - begin - 1 and end - begin <= window
+        scored.extend(range(end - k, end))
+    if stride < window:
+        assert scored == list(range(1, n))
+    else:  # stride == window: each window's first token has no context inside the window
+        assert len(scored) == len(set(scored))
+
+
+def test_single_window_matches_hf_loss(tiny_candidate):
+    ids = wikitext_ids(tiny_candidate.tokenizer, 200)
+    assert ids.numel() == 200
+    model = tiny_candidate.model
+    res = evaluate_perplexity(lambda x: model(input_ids=x).logits, ids, window=256, stride=128)
+    with torch.inference_mode():
+        loss = model(input_ids=ids.unsqueeze(0), labels=ids.unsqueeze(0)).loss
+    assert res.tokens_scored == 199
+    assert res.ppl == pytest.approx(math.exp(float(loss)), rel=1e-4)
+
+
+def test_strided_uses_context(tiny_candidate):
+    ids = wikitext_ids(tiny_candidate.tokenizer, 600)
+    model = tiny_candidate.model
+    res = evaluate_perplexity(lambda x: model(input_ids=x).logits, ids, window=256, stride=128)
+    assert res.tokens_scored == 599 and len(res.window_nll) == len(res.window_tokens)
+    assert math.exp(sum(res.window_nll) / sum(res.window_tokens)) == pytest.approx(res.ppl)
