@@ -127,6 +127,8 @@ def judge(baseline: dict[str, Any], candidate: dict[str, Any], budget: Any, goal
 
 def peak_memory_bytes(result: dict[str, Any]) -> float:
     bench = result.get("benchmark") or {}
+    if bench.get("nvml_process_used_bytes"):
+        return float(bench["nvml_process_used_bytes"])
     if "cuda_peak_reserved_bytes" in bench:
         return float(bench["cuda_peak_reserved_bytes"])
     return float(bench.get("peak_rss_bytes", result.get("rss_after_load_bytes", math.nan)))
@@ -134,7 +136,9 @@ def peak_memory_bytes(result: dict[str, Any]) -> float:
 
 def memory_kind(result: dict[str, Any]) -> str:
     bench = result.get("benchmark") or {}
-    return "GPU peak reserved" if "cuda_peak_reserved_bytes" in bench else "peak RSS during benchmark"
+    if bench.get("nvml_process_used_bytes"):
+        return "GPU memory used by the process (NVML)"
+    return "GPU peak reserved (torch)" if "cuda_peak_reserved_bytes" in bench else "peak RSS during benchmark"
 
 
 def overall(checks: list[Check]) -> Verdict:

@@ -16,7 +16,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="optpipe: rec
 def _console():
     from rich.console import Console
 
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    # Logs and CI are not terminals: use a wide fixed width so the table stays readable.
+    return console if console.is_terminal else Console(highlight=False, width=220)
 
 
 def _fail(exc: OptpipeError) -> None:

@@ -95,9 +95,11 @@ def resolve_model(source: str, gguf_file: str | None = None, revision: str | Non
 def load_model(resolved: ResolvedModel, dtype: str = "fp32"):
     """Load (model, tokenizer) as a plain transformers model in `dtype` on the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from optpipe.runtime import torch_dtype
 
+    hf_logging.disable_progress_bar()  # optpipe shows its own progress
     kwargs = {"trust_remote_code": resolved.trust_remote_code}
     if resolved.revision:
         kwargs["revision"] = resolved.revision

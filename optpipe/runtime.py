@@ -36,9 +36,13 @@ class RuntimeSettings:
     dtype: str = "fp32"
     attn_implementation: str = "sdpa"
     device: str = "cpu"
+    compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len"}
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["compile"] is None:
+            del d["compile"]
+        return d
 
 
 @dataclass
@@ -53,6 +57,12 @@ class TorchCandidate:
     @property
     def device(self):
         return next(self.model.parameters()).device
+
+    def decoder(self):
+        """The greedy decode loop these runtime settings ask for (compiled when the compile pass ran)."""
+        from optpipe.decode import make_decoder
+
+        return make_decoder(self)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -77,7 +87,9 @@ def read_settings(directory: str | Path) -> RuntimeSettings:
 def load_candidate(directory: str | Path, device: str | None = None) -> TorchCandidate:
     """Load a saved candidate or artifact directory the way it was measured."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     directory = Path(directory)
     settings = read_settings(directory)
     if device is not None:

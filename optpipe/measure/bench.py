@@ -42,36 +42,19 @@ class Clock:
         return time.perf_counter()
 
 
-def _cache_kwarg(model) -> str:
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params and "past_key_values" not in params else "past_key_values"
-
-
-def _new_cache(model):
-    from transformers import DynamicCache
-
-    try:
-        return DynamicCache(config=model.config)
-    except TypeError:  # older transformers
-        return DynamicCache()
-
-
-def decode_trial(model, prompt_ids, new_tokens: int, clock: Clock) -> tuple[float, list[float]]:
+def decode_trial(decoder, prompt_ids, new_tokens: int, clock: Clock) -> tuple[float, list[float]]:
     """One greedy generation of `new_tokens`: returns (time to first token, per-step decode times)."""
     import torch
 
-    key = _cache_kwarg(model)
-    cache = _new_cache(model)
     steps: list[float] = []
     with torch.inference_mode():
+        decoder.reset(prompt_ids.shape[0], prompt_ids.shape[1] + new_tokens)
         t0 = clock.now()
-        out = model(input_ids=prompt_ids, use_cache=True, **{key: cache})
-        token = out.logits[:, -1:].argmax(-1)
+        token = decoder.prefill(prompt_ids)
         ttft = clock.now() - t0
         for _ in range(new_tokens - 1):
             t = clock.now()
-            out = model(input_ids=token, use_cache=True, **{key: cache})
-            token = out.logits[:, -1:].argmax(-1)
+            token = decoder.step(token)
             steps.append(clock.now() - t)
     return ttft, steps
 
@@ -92,8 +75,12 @@ def peak_rss_bytes() -> int:
     return ru if sys.platform == "darwin" else ru * 1024
 
 
-def benchmark(model, prompt_ids, cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run the benchmark and return a plain dict (it crosses a process boundary)."""
+def benchmark(decoder, prompt_ids, cfg: BenchConfig, progress: Callable[[str], None] | None = None,
+              nvml: Any = None) -> dict[str, Any]:
+    """Run the benchmark and return a plain dict (it crosses a process boundary).
+
+    `decoder` is an `optpipe.decode` decoder (eager or static-compiled); `nvml` an optional
+    `optpipe.measure.nvml.Nvml` for device memory and energy on GPU."""
     import torch
 
     device = prompt_ids.device
@@ -102,11 +89,14 @@ def benchmark(model, prompt_ids, cfg: BenchConfig, progress: Callable[[str], Non
         prompt_ids = prompt_ids.expand(cfg.batch_size, -1).contiguous()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    t_warm = time.perf_counter()
     for _ in range(cfg.warmup):
-        decode_trial(model, prompt_ids, cfg.new_tokens, clock)
+        decode_trial(decoder, prompt_ids, cfg.new_tokens, clock)
+    warmup_s = time.perf_counter() - t_warm
+    energy0 = nvml.energy_mj() if nvml else None
     ttfts, tok_s, prefill_tok_s, all_steps = [], [], [], []
     for trial in range(cfg.max_trials):
-        ttft, steps = decode_trial(model, prompt_ids, cfg.new_tokens, clock)
+        ttft, steps = decode_trial(decoder, prompt_ids, cfg.new_tokens, clock)
         ttfts.append(ttft)
         prefill_tok_s.append(prompt_ids.numel() / ttft)
         tok_s.append(len(steps) * cfg.batch_size / sum(steps))
@@ -117,9 +107,14 @@ def benchmark(model, prompt_ids, cfg: BenchConfig, progress: Callable[[str], Non
             break
     speed = Spread.from_values(tok_s)
     latency_ms = Spread.from_values([s * 1000 for s in all_steps])
+    energy1 = nvml.energy_mj() if nvml else None
+    generated = len(tok_s) * cfg.new_tokens * cfg.batch_size
     result: dict[str, Any] = {
         "config": cfg.__dict__,
         "device": str(device),
+        "decoder": getattr(decoder, "name", type(decoder).__name__),
+        "warmup_s": warmup_s,
+        "energy_j_per_token": ((energy1 - energy0) / 1000 / generated) if energy0 is not None and energy1 is not None else "n/a",
         "trials": len(tok_s),
         "decode_tok_s": speed.to_dict(),
         "decode_tok_s_trials": tok_s,
@@ -132,4 +127,7 @@ def benchmark(model, prompt_ids, cfg: BenchConfig, progress: Callable[[str], Non
     if device.type == "cuda":
         result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
         result["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        if nvml is not None:
+            result["nvml_device_used_bytes"] = nvml.device_used_bytes()
+            result["nvml_process_used_bytes"] = nvml.process_used_bytes()
     return result

@@ -40,20 +40,40 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
     from optpipe.measure.bench import BenchConfig, benchmark, peak_rss_bytes
     from optpipe.runtime import load_candidate, weights_size_bytes
 
+    device = job.get("device") or "cpu"
+    nvml = None
+    if device.startswith("cuda"):
+        from optpipe.measure.nvml import Nvml
+
+        nvml = Nvml()
+        cap = job.get("memory_cap_gb")
+        if cap:  # "fits in N GB" is tested for real: allocations past the cap raise OOM
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 1e9 / total))
     t0 = time.perf_counter()
-    cand = load_candidate(job["candidate_dir"], device=job.get("device"))
+    cand = load_candidate(job["candidate_dir"], device=device)
     result: dict[str, Any] = {"load_s": time.perf_counter() - t0, "rss_after_load_bytes": peak_rss_bytes()}
     result["parameters"] = cand.num_parameters()
     result["size_bytes"] = weights_size_bytes(job["candidate_dir"])
     result["runtime"] = cand.settings.to_dict()
     result["torch_threads"] = torch.get_num_threads()
+    if nvml is not None:
+        result["nvml"] = nvml.info()
+        result["memory_cap_gb"] = job.get("memory_cap_gb")
 
     bench_cfg = BenchConfig(**job["benchmark"])
     if bench_cfg.prompt_tokens:
+        from optpipe.decode import make_decoder
+
         ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
         prompt = ids[:, : bench_cfg.prompt_tokens].to(cand.device)
-        _progress(f"benchmark: prompt {prompt.shape[1]} tokens, {bench_cfg.new_tokens} new tokens")
-        result["benchmark"] = benchmark(cand.model, prompt, bench_cfg, progress=lambda m: _progress("benchmark " + m))
+        decoder = make_decoder(cand)
+        _progress(f"benchmark ({decoder.name}): prompt {prompt.shape[1]} tokens, {bench_cfg.new_tokens} new tokens")
+        bench = benchmark(decoder, prompt, bench_cfg, progress=lambda m: _progress("benchmark " + m), nvml=nvml)
+        if device.startswith("cuda"):
+            bench["roofline"] = roofline_report(cand.model, bench, bench_cfg, job.get("projection"))
+        result["benchmark"] = bench
+        del decoder
 
     ev = job["evaluation"]
     if ev["hellaswag_items"]:
@@ -78,6 +98,32 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         result["perplexity"] = ppl.to_dict() | {"seconds": time.perf_counter() - t}
     result["peak_rss_total_bytes"] = peak_rss_bytes()
     return result
+
+
+def roofline_report(model, bench: dict[str, Any], cfg: Any, projection: dict[str, Any] | None) -> dict[str, Any]:
+    """Measured decode speed against the memory-bandwidth roofline of this GPU (measured copy
+    bandwidth), flagged when impossible, and projected to the target's bandwidth if it differs."""
+    from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
+
+    bw = measure_copy_bandwidth_gbs()
+    roof = decode_roofline(model, cfg.prompt_tokens, cfg.new_tokens, bw, "measured device-to-device copy")
+    measured = bench["decode_tok_s"]["mean"]
+    frac = roof.fraction(measured, cfg.batch_size)
+    out: dict[str, Any] = roof.to_dict() | {"roofline_tok_s_at_batch": roof.tok_s_for_batch(cfg.batch_size), "fraction": frac}
+    if frac > 1.0:
+        out["error"] = (f"measured {measured:.1f} tok/s is {frac:.0%} of the memory roofline: a measurement error, "
+                        "not a result")
+    if projection:
+        target_roof = decode_roofline(model, cfg.prompt_tokens, cfg.new_tokens, projection["bandwidth_gbs"],
+                                      f"{projection['target']} spec")
+        out["projected"] = {
+            "target": projection["target"],
+            "bandwidth_gbs": projection["bandwidth_gbs"],
+            "roofline_tok_s": target_roof.tok_s_for_batch(cfg.batch_size),
+            "decode_tok_s": min(frac, 1.0) * target_roof.tok_s_for_batch(cfg.batch_size),
+            "method": "measured fraction of this GPU's roofline x the target's roofline (weights + KV bytes / spec bandwidth)",
+        }
+    return out
 
 
 def run_isolated(job: dict[str, Any], workdir: Path, log_path: Path,

@@ -1,0 +1,144 @@
+"""GPU decode benchmark: copy bandwidth, memory roofline, stock transformers, optpipe's compile pass.
+
+One command on a CUDA machine, every figure from this one run and this one card:
+
+    python bench/gpu_decode.py --models llama-3.1-8b,smollm2-135m --out results.json
+
+Each variant runs in a fresh subprocess (no allocator or compile cache shared between them).
+Random weights: decode speed does not depend on their values. Prints a table per model:
+tok/s, % of the roofline (weights + KV bytes per token / measured copy bandwidth), peak memory.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CONFIGS = {
+    # Llama-3.1-8B shape (meta-llama/Llama-3.1-8B config.json); rope scaling does not change speed.
+    "llama-3.1-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
+                         rope_theta=500000.0, tie_word_embeddings=False),
+    # SmolLM2-135M shape (the bundled model).
+    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                         rope_theta=100000.0, tie_word_embeddings=True),
+}
+VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "hf-generate-static-compile", "optpipe-eager-loop", "optpipe-compile")
+
+
+def build_model(name: str, attn: str):
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(**CONFIGS[name])
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16, attn_implementation=attn)
+    return model.eval()
+
+
+def hf_generate(model, prompt, new_tokens: int, trials: int, **gen_kw) -> dict:
+    """Stock generate: decode tok/s from (t(N tokens) - t(1 token)) / (N - 1)."""
+    import torch
+
+    def timed(n):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        model.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False, **gen_kw)
+        torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    t_warm = time.perf_counter()
+    timed(new_tokens)  # warm-up (and the automatic compile for static cache)
+    warm = time.perf_counter() - t_warm
+    rates, ttfts = [], []
+    for _ in range(trials):
+        t1, tn = timed(1), timed(new_tokens)
+        ttfts.append(t1)
+        rates.append((new_tokens - 1) / (tn - t1))
+    from optpipe.measure.stats import Spread
+
+    return {"decode_tok_s": Spread.from_values(rates).to_dict(), "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(), "warmup_s": warm}
+
+
+def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int, trials: int) -> dict:
+    import torch
+
+    from optpipe.decode import EagerDecoder, StaticGraphDecoder
+    from optpipe.measure.bench import BenchConfig, benchmark
+    from optpipe.measure.nvml import Nvml
+    from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
+
+    torch.manual_seed(0)
+    attn = "eager" if variant == "hf-generate-eager" else "sdpa"
+    model = build_model(model_name, attn)
+    prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), device="cuda")
+    nvml = Nvml()
+    torch.cuda.reset_peak_memory_stats()
+    if variant.startswith("hf-generate"):
+        kw = {"cache_implementation": "static"} if variant == "hf-generate-static-compile" else {}
+        res = hf_generate(model, prompt, new_tokens, trials, **kw)
+    else:
+        dec = EagerDecoder(model) if variant == "optpipe-eager-loop" else StaticGraphDecoder(model, prompt_len + new_tokens + 16)
+        cfg = BenchConfig(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
+        res = benchmark(dec, prompt, cfg, nvml=nvml)
+    res["cuda_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
+    res["cuda_peak_reserved_gb"] = torch.cuda.max_memory_reserved() / 1e9
+    res["nvml_device_used_gb"] = (nvml.device_used_bytes() or 0) / 1e9 or None
+    bw = measure_copy_bandwidth_gbs()
+    roof = decode_roofline(model, prompt_len, new_tokens, bw, "measured copy")
+    res["roofline"] = roof.to_dict()
+    res["fraction_of_roofline"] = roof.fraction(res["decode_tok_s"]["mean"])
+    res["gpu"] = torch.cuda.get_device_name(0)
+    res["torch"] = torch.__version__
+    import transformers
+
+    res["transformers"] = transformers.__version__
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="llama-3.1-8b,smollm2-135m")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--prompt", type=int, default=512)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--out", default="gpu_decode.json")
+    ap.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        print(json.dumps(run_variant(a.child[0], a.child[1], a.prompt, a.new, a.trials)))
+        return
+    results: dict = {}
+    for model in a.models.split(","):
+        for variant in a.variants.split(","):
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, __file__, "--child", model, variant, "--prompt", str(a.prompt),
+                                   "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                r = {"error": proc.stderr[-3000:]}
+            else:
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["wall_s"] = time.perf_counter() - t
+            results.setdefault(model, {})[variant] = r
+            Path(a.out).write_text(json.dumps(results, indent=2))
+            if "error" in r:
+                print(f"{model:14s} {variant:28s} FAILED: {r['error'].strip().splitlines()[-1] if r['error'].strip() else ''}", flush=True)
+            else:
+                s = r["decode_tok_s"]
+                flag = "  <-- above roofline: measurement error" if r["fraction_of_roofline"] > 1 else ""
+                print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  "
+                      f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
+                      f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
+                      f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""NVML readings: device memory a user actually sees, and energy. 'n/a' where NVML or the counter
+is missing (nvidia-ml-py not installed, or a GPU without the total-energy counter)."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+
+class Nvml:
+    def __init__(self, index: int = 0):
+        self.ok = False
+        self.reason = ""
+        try:
+            import pynvml  # from nvidia-ml-py
+
+            pynvml.nvmlInit()
+            self._nv = pynvml
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self.ok = True
+        except Exception as exc:  # ImportError or NVML errors
+            self.reason = f"NVML unavailable: {type(exc).__name__}: {exc}"
+
+    def device_used_bytes(self) -> int | None:
+        if not self.ok:
+            return None
+        return int(self._nv.nvmlDeviceGetMemoryInfo(self.handle).used)
+
+    def process_used_bytes(self) -> int | None:
+        """Memory NVML attributes to this process (includes the CUDA context), if visible."""
+        if not self.ok:
+            return None
+        try:
+            for p in self._nv.nvmlDeviceGetComputeRunningProcesses(self.handle):
+                if p.pid == os.getpid() and p.usedGpuMemory is not None:
+                    return int(p.usedGpuMemory)
+        except Exception:
+            pass
+        return None
+
+    def energy_mj(self) -> int | None:
+        if not self.ok:
+            return None
+        try:
+            return int(self._nv.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except Exception:
+            return None
+
+    def info(self) -> dict[str, Any]:
+        return {"available": self.ok, "reason": self.reason}

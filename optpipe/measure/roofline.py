@@ -1,0 +1,84 @@
+"""Memory-bandwidth roofline for batch-1 decode: every decoded token reads all weights once plus
+the KV cache written so far, so tok/s <= bandwidth / bytes_per_token. A measured figure above the
+roofline is a measurement error, never a result."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Roofline:
+    bandwidth_gbs: float
+    bandwidth_source: str  # "measured copy" or "<target> spec"
+    weight_bytes: int
+    kv_bytes_per_token_avg: float
+    tok_s: float  # the ceiling at batch 1
+
+    def fraction(self, measured_tok_s: float, batch: int = 1) -> float:
+        """Fraction of the roofline reached (at batch b one weight read serves b tokens)."""
+        return measured_tok_s / self.tok_s_for_batch(batch)
+
+    def tok_s_for_batch(self, batch: int) -> float:
+        per_step = self.weight_bytes + batch * self.kv_bytes_per_token_avg
+        return batch * self.bandwidth_gbs * 1e9 / per_step
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def weight_bytes_read_per_token(model) -> int:
+    """Bytes of parameters a decode step reads: everything except the input embedding table when it
+    is not tied to the output head (a lookup reads one row)."""
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is not None and head.weight.data_ptr() == emb.data_ptr()
+    total = 0
+    seen = set()
+    for p in model.parameters():
+        if p.data_ptr() in seen:
+            continue
+        seen.add(p.data_ptr())
+        total += p.numel() * p.element_size()
+    for b in model.buffers():
+        if b.is_floating_point() and b.dim() >= 2:
+            total += b.numel() * b.element_size()  # quantized weights stored as buffers
+    if not tied:
+        total -= emb.numel() * emb.element_size()
+    return total
+
+
+def kv_bytes_per_position(config, dtype_bytes: int) -> int:
+    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return 2 * cfg.num_hidden_layers * kv_heads * head_dim * dtype_bytes
+
+
+def decode_roofline(model, prompt_tokens: int, new_tokens: int, bandwidth_gbs: float, source: str) -> Roofline:
+    dtype_bytes = next(model.parameters()).element_size() if next(model.parameters()).is_floating_point() else 2
+    wb = weight_bytes_read_per_token(model)
+    avg_ctx = prompt_tokens + new_tokens / 2
+    kv = kv_bytes_per_position(model.config, dtype_bytes) * avg_ctx
+    return Roofline(bandwidth_gbs, source, wb, kv, bandwidth_gbs * 1e9 / (wb + kv))
+
+
+def measure_copy_bandwidth_gbs(device: str = "cuda", nbytes: int = 1 << 30, iters: int = 20) -> float:
+    """Device-to-device copy bandwidth, counting bytes read plus written (as the roofline does)."""
+    import torch
+
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    for _ in range(3):
+        dst.copy_(src)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(iters):
+        dst.copy_(src)
+    end.record()
+    torch.cuda.synchronize()
+    seconds = start.elapsed_time(end) / 1000 / iters
+    del src, dst
+    torch.cuda.empty_cache()
+    return 2 * nbytes / seconds / 1e9

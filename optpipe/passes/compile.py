@@ -1,0 +1,49 @@
+"""compile: static KV cache + torch.compile of the decode step, captured in CUDA graphs.
+
+Weights are unchanged; the pass changes how the candidate decodes (`optpipe.decode.StaticGraphDecoder`):
+a KV cache allocated once at `max_cache_len`, the one-token step compiled with `fullgraph=True`
+and `mode="reduce-overhead"` (CUDA graphs: one graph replay per token instead of hundreds of
+kernel launches), the prefill compiled separately. The setting is saved in the artifact's
+`optpipe_runtime.json`, so `optpipe.load(dir).decoder()` rebuilds the same compiled generator.
+Accuracy is evaluated with the model's regular forward on the same weights.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from optpipe.passes.base import Pass, PassParams
+
+SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "olmo2", "granite")
+
+
+class CompileParams(PassParams):
+    kind: Literal["compile"] = Field("compile", alias="pass")
+    mode: Literal["reduce-overhead", "max-autotune", "default"] = Field(
+        "reduce-overhead", description="torch.compile mode of the decode step; reduce-overhead uses CUDA graphs.")
+    max_cache_len: int = Field(4096, ge=16, description="Static KV-cache length: the longest prompt + generation served.")
+
+
+class Compile(Pass):
+    name = "compile"
+    Params = CompileParams
+    summary = "Static KV cache + torch.compile'd decode step in CUDA graphs (gpt-fast style)."
+    requires = "CUDA for mode reduce-overhead (CUDA graphs); a Llama/Qwen/Mistral/Gemma-style decoder; triton"
+
+    @classmethod
+    def requirements(cls, params, target, env) -> list[str]:
+        reasons = []
+        if params.mode == "reduce-overhead" and not env.has_cuda:
+            reasons.append("mode reduce-overhead captures CUDA graphs and needs a CUDA device; this host has none "
+                           "(on CPU, torch.compile gave no decode gain for small models: use mode default to try)")
+        if env.has_cuda and not env.has_package("triton"):
+            reasons.append("torch.compile on CUDA needs triton (not installed)")
+        return reasons
+
+    @classmethod
+    def apply(cls, candidate, params):
+        model_type = getattr(candidate.model.config, "model_type", "?")
+        if model_type not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"compile pass supports {', '.join(SUPPORTED_MODEL_TYPES)} decoders; this model is {model_type!r}")
+        return candidate.with_settings(compile={"mode": params.mode, "max_cache_len": params.max_cache_len})
