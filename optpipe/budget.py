@@ -101,8 +101,17 @@ def judge(baseline: dict[str, Any], candidate: dict[str, Any], budget: Any, goal
             checks.append(Check("perplexity_rise_pct", budget.perplexity_max_rise_pct, math.nan, math.nan, math.nan,
                                 Verdict.NOT_MEASURED, "perplexity_tokens is 0"))
     bench = candidate.get("benchmark")
+    projected = ((bench or {}).get("roofline") or {}).get("projected")
     if goals.min_decode_tok_s is not None:
-        if bench:
+        if bench and projected:
+            s = bench["decode_tok_s"]
+            scale = projected["decode_tok_s"] / s["mean"]
+            half = z * s["stdev"] / math.sqrt(s["n"]) * scale
+            v = projected["decode_tok_s"]
+            c = _lower_limit("decode_tok_s", v, v - half, v + half, goals.min_decode_tok_s,
+                             f"projected to {projected['target']} from {s['mean']:.1f} tok/s measured on this GPU")
+            checks.append(Check(**{**c.__dict__, "projected": True}))
+        elif bench:
             s = bench["decode_tok_s"]
             half = z * s["stdev"] / math.sqrt(s["n"])
             checks.append(_lower_limit("decode_tok_s", s["mean"], s["mean"] - half, s["mean"] + half,
@@ -112,8 +121,12 @@ def judge(baseline: dict[str, Any], candidate: dict[str, Any], budget: Any, goal
     if goals.max_p95_token_latency_ms is not None:
         if bench:
             p95 = bench["token_latency_ms"]["p95"]
-            checks.append(_upper_limit("p95_token_latency_ms", p95, p95, p95, goals.max_p95_token_latency_ms,
-                                       f"{bench['token_latency_ms']['n']} tokens"))
+            detail = f"{bench['token_latency_ms']['n']} tokens"
+            if projected:  # per-token latency scales inversely with the projected speed
+                p95 = p95 * bench["decode_tok_s"]["mean"] / projected["decode_tok_s"]
+                detail += f", projected to {projected['target']}"
+            c = _upper_limit("p95_token_latency_ms", p95, p95, p95, goals.max_p95_token_latency_ms, detail)
+            checks.append(Check(**{**c.__dict__, "projected": bool(projected)}))
         else:
             checks.append(Check("p95_token_latency_ms", goals.max_p95_token_latency_ms, math.nan, math.nan, math.nan, Verdict.NOT_MEASURED))
     if goals.max_memory_gb is not None:

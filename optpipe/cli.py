@@ -191,6 +191,59 @@ def build(
     raise typer.Exit(code)
 
 
+def _measure_dir(directory: Path, device: str, benchmark: dict, evaluation: dict) -> dict:
+    import tempfile
+
+    from optpipe.measure.worker import run_isolated
+
+    if not (directory / "config.json").is_file():
+        _fail(OptpipeError(f"{directory} is not a model directory (no config.json): pass a build's artifact/ dir"))
+    console = _console()
+    job = {"candidate_dir": str(directory), "device": device, "benchmark": benchmark, "evaluation": evaluation}
+    with tempfile.TemporaryDirectory(prefix="optpipe-") as tmp:
+        with console.status("measuring") as status:
+            return run_isolated(job, Path(tmp) / "job", Path(tmp) / "log.txt", on_progress=status.update)
+
+
+@app.command()
+def bench(
+    directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
+    prompt_tokens: int = typer.Option(128), new_tokens: int = typer.Option(64), batch_size: int = typer.Option(1),
+    device: str = typer.Option("cpu", help="cpu or cuda"), json_out: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Benchmark a saved model in a fresh process with its runtime settings (decode loop, dtype, attention)."""
+    r = _measure_dir(directory, device, {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch_size": batch_size},
+                     {"hellaswag_items": 0, "perplexity_tokens": 0})
+    b = r["benchmark"]
+    s = b["decode_tok_s"]
+    _console().print(f"{directory}: decode {s['mean']:.1f} tok/s (CV {s['cv']:.1%}, {s['n']} trials), "
+                     f"TTFT {b['ttft_ms']['p50']:.0f} ms, token latency p50/p95/p99 {b['token_latency_ms']['p50']:.1f}/"
+                     f"{b['token_latency_ms']['p95']:.1f}/{b['token_latency_ms']['p99']:.1f} ms, peak RSS {b['peak_rss_bytes'] / 1e9:.2f} GB")
+    if json_out:
+        json_out.write_text(json.dumps(r, indent=2))
+
+
+@app.command(name="eval")
+def eval_(
+    directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
+    hellaswag_items: int = typer.Option(300), perplexity_tokens: int = typer.Option(8192),
+    seed: int = typer.Option(1234), batch_size: int = typer.Option(8), device: str = typer.Option("cpu"),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """HellaSwag (lm-eval) and WikiText-2 perplexity of a saved model, with standard errors."""
+    r = _measure_dir(directory, device, {"prompt_tokens": 0, "new_tokens": 2},
+                     {"hellaswag_items": hellaswag_items, "seed": seed, "batch_size": batch_size,
+                      "perplexity_tokens": perplexity_tokens, "perplexity_window": 512, "perplexity_stride": 256})
+    c = _console()
+    if "hellaswag" in r:
+        h = r["hellaswag"]
+        c.print(f"HellaSwag acc_norm {100 * h['acc_norm']:.2f} ± {100 * h['acc_norm_se']:.2f} (acc {100 * h['acc']:.2f} ± {100 * h['acc_se']:.2f}), n={h['n']}")
+    if "perplexity" in r:
+        c.print(f"WikiText-2 perplexity {r['perplexity']['ppl']:.3f} over {r['perplexity']['tokens_scored']} tokens")
+    if json_out:
+        json_out.write_text(json.dumps(r, indent=2))
+
+
 def main() -> None:
     try:
         app()

@@ -31,12 +31,18 @@ def row(rec: dict[str, Any]) -> list[str]:
     cells.append(_f(peak_memory_bytes(m) / GB, ".2f"))
     if bench:
         s = bench["decode_tok_s"]
-        cells += [f"{s['mean']:.1f} (CV {s['cv']:.1%})", _f(bench["token_latency_ms"]["p95"], ".1f"), _f(bench["ttft_ms"]["p50"], ".0f")]
+        roof = bench.get("roofline") or {}
+        speed = f"{s['mean']:.1f} (CV {s['cv']:.1%})"
+        if "fraction" in roof:
+            speed += f", {roof['fraction']:.0%} roofline" + (" ERROR>100%" if roof["fraction"] > 1 else "")
+        if roof.get("projected"):
+            speed += f"; projected {roof['projected']['target']}: {roof['projected']['decode_tok_s']:.1f}"
+        cells += [speed, _f(bench["token_latency_ms"]["p95"], ".1f"), _f(bench["ttft_ms"]["p50"], ".0f")]
     else:
         cells += ["–", "–", "–"]
     cells.append(f"{100 * hs['acc_norm']:.1f} ± {100 * hs['acc_norm_se']:.1f} (n={hs['n']})" if hs else "–")
     c = _check(rec, "hellaswag_drop_points")
-    cells.append(f"{-c['value']:+.2f} [{-c['high']:+.2f}, {-c['low']:+.2f}]" if c and not math.isnan(c["value"]) else "–")
+    cells.append(f"{-c['value'] + 0.0:+.2f} [{-c['high'] + 0.0:+.2f}, {-c['low'] + 0.0:+.2f}]" if c and not math.isnan(c["value"]) else "–")
     cells.append(f"{ppl['ppl']:.3f}" if ppl else "–")
     c = _check(rec, "perplexity_rise_pct")
     cells.append(f"{c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]" if c and not math.isnan(c["value"]) else "–")
@@ -77,7 +83,7 @@ def markdown(manifest: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in row(rec)) + " |")
     lines += ["", "## Budget lines", ""]
     for rec in manifest["candidates"]:
-        lines.append(f"### {rec['index']} {rec['name']}: {rec.get('verdict', rec['status'])}")
+        lines.append(f"### {rec['index']} {rec['name']}: {rec.get('verdict') or rec['status'].upper()}")
         lines += [f"- {l}" for l in checks_lines(rec)] or [f"- {rec['status']}: {rec.get('reason', '')}"]
         lines.append("")
     lines += [

@@ -79,8 +79,10 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
     warnings: list[str] = []
     if device == "cpu" and target.kind != "cpu":
         warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
-    if device == "cuda" and env.gpu_name and target.name not in env.gpu_name.lower().replace(" ", ""):
-        warnings.append(f"measuring on {env.gpu_name}, not on {target.display_name}: figures are this host's")
+    if device == "cuda" and not host_is_target(target, env):
+        warnings.append(f"measuring on {env.gpu_name}, not on {target.display_name}: memory is capped to the target's "
+                        f"{target.memory_gb:g} GB and decode speed is projected from the measured fraction of roofline "
+                        f"to {target.memory_bandwidth_gbs:g} GB/s; projected figures are labelled")
 
     planned: list[PlannedPass] = []
     for i, params in enumerate(recipe.passes):
@@ -99,6 +101,29 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
     stem = Path(recipe_file).stem if recipe_file != "<recipe>" else "recipe"
     out = Path(recipe.output_dir.format(recipe=stem))
     return Plan(recipe, recipe_file, target, env, device, model, planned, out, warnings)
+
+
+def host_is_target(target: Any, env: Any) -> bool:
+    """Whether the GPU we measure on is the target device itself (then nothing is projected).
+    Matches the target's model token (rtx4060, a100, h100, l4) against the GPU name's words."""
+    import re
+
+    if not env.gpu_name:
+        return False
+    words = re.findall(r"[a-z0-9]+", env.gpu_name.lower())
+    tokens = set(words) | {a + b for a, b in zip(words, words[1:])}
+    return target.name.split("-")[0] in tokens
+
+
+def gpu_job_settings(p: "Plan") -> dict[str, Any]:
+    """On a GPU host that is not the target: cap memory to the target's VRAM (so OOM is real) and
+    ask the worker to project decode speed to the target's bandwidth (labelled projected)."""
+    if p.device != "cuda" or host_is_target(p.target, p.env):
+        return {}
+    out: dict[str, Any] = {"projection": {"target": p.target.name, "bandwidth_gbs": p.target.memory_bandwidth_gbs}}
+    if p.env.gpu_memory_gb and p.target.memory_gb < p.env.gpu_memory_gb:
+        out["memory_cap_gb"] = p.target.memory_gb
+    return out
 
 
 @dataclass
@@ -210,7 +235,7 @@ class Build:
         job = {
             "candidate_dir": str(cand_dir), "device": self.p.device,
             "benchmark": r.benchmark.model_dump(), "evaluation": r.evaluation.model_dump(),
-        }
+        } | gpu_job_settings(self.p)
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         rec.measurements = run_isolated(job, cand_dir.parent / f"{cand_dir.name}.job", logs / f"{cand_dir.name}.log",

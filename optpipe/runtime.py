@@ -64,6 +64,25 @@ class TorchCandidate:
 
         return make_decoder(self)
 
+    def generate(self, prompt: str, max_new_tokens: int = 128, decoder: Any = None) -> str:
+        """Greedy generation through the same decode loop the benchmark measured; stops at EOS.
+        Pass a decoder from `decoder()` to reuse its compiled graphs across calls."""
+        import torch
+
+        dec = decoder or self.decoder()
+        ids = self.tokenizer(prompt, return_tensors="pt").input_ids.to(self.device)
+        eos = self.tokenizer.eos_token_id
+        out: list[int] = []
+        with torch.inference_mode():
+            dec.reset(1, ids.shape[1] + max_new_tokens)
+            tok = dec.prefill(ids)
+            for _ in range(max_new_tokens):
+                out.append(int(tok))
+                if out[-1] == eos or len(out) == max_new_tokens:
+                    break
+                tok = dec.step(tok)
+        return self.tokenizer.decode(out, skip_special_tokens=True)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

@@ -110,3 +110,13 @@ def test_paired_difference_is_tighter_than_independent():
         paired_difference([1.0], [1.0, 0.0])
     m, s = weighted_paired_difference([1.0, 2.0], [0.5, 1.0], [1, 3])
     assert m == pytest.approx((0.5 * 1 + 1.0 * 3) / 4)
+
+
+def test_projected_speed_is_labelled():
+    b = bench(100.0, 2.0) | {"roofline": {"fraction": 0.5, "projected": {"target": "rtx4060", "decode_tok_s": 30.0}}}
+    none = AccuracyBudget(hellaswag_max_drop_points=None, perplexity_max_rise_pct=None)
+    checks = judge({}, result(b=b), none, Goals(min_decode_tok_s=40, max_p95_token_latency_ms=20))
+    speed, p95 = checks
+    assert speed.projected and speed.value == 30.0 and speed.verdict == Verdict.NOT_MET
+    assert "projected to rtx4060" in speed.detail
+    assert p95.projected and p95.value == pytest.approx(10.0 * 100 / 30)

@@ -100,3 +100,20 @@ def test_unsupported_pass_skip_or_fail(tiny_model_dir, tmp_path):
         plan(recipe(tiny_model_dir, tmp_path / "o", passes=fp16))
     p = plan(recipe(tiny_model_dir, tmp_path / "o", passes="  - pass: precision_cast\n    dtype: fp16\n    on_unsupported: skip\n"))
     assert "does not support fp16" in p.passes[0].skip_reason
+
+
+def test_gpu_host_not_target_caps_memory_and_projects(tiny_model_dir, tmp_path):
+    import dataclasses
+    from types import SimpleNamespace
+
+    from optpipe.hostenv import HostEnv
+    from optpipe.runner import gpu_job_settings
+    from optpipe.targets import load_target
+
+    env = dataclasses.replace(HostEnv.detect(), has_cuda=True, gpu_name="NVIDIA H100 80GB HBM3", gpu_memory_gb=85.0)
+    p = SimpleNamespace(device="cuda", target=load_target("rtx4060"), env=env)
+    assert gpu_job_settings(p) == {"projection": {"target": "rtx4060", "bandwidth_gbs": 272.0}, "memory_cap_gb": 8.0}
+    p = SimpleNamespace(device="cuda", target=load_target("h100-80g"), env=env)
+    assert gpu_job_settings(p) == {}
+    p = SimpleNamespace(device="cpu", target=load_target("cpu-x86"), env=env)
+    assert gpu_job_settings(p) == {}

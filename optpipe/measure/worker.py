@@ -76,7 +76,7 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         del decoder
 
     ev = job["evaluation"]
-    if ev["hellaswag_items"]:
+    if ev.get("hellaswag_items"):
         from optpipe.evaluate.hellaswag import evaluate_hellaswag, hf_lm
 
         items = hellaswag_subset(ev["hellaswag_items"], ev["seed"])
@@ -84,7 +84,7 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
         hs = evaluate_hellaswag(hf_lm(cand.model, cand.tokenizer, ev["batch_size"]), items)
         result["hellaswag"] = hs.to_dict() | {"seconds": time.perf_counter() - t}
-    if ev["perplexity_tokens"]:
+    if ev.get("perplexity_tokens"):
         from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
 
         ids = wikitext_ids(cand.tokenizer, ev["perplexity_tokens"])
@@ -100,12 +100,13 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def roofline_report(model, bench: dict[str, Any], cfg: Any, projection: dict[str, Any] | None) -> dict[str, Any]:
+def roofline_report(model, bench: dict[str, Any], cfg: Any, projection: dict[str, Any] | None,
+                    bandwidth_gbs: float | None = None) -> dict[str, Any]:
     """Measured decode speed against the memory-bandwidth roofline of this GPU (measured copy
     bandwidth), flagged when impossible, and projected to the target's bandwidth if it differs."""
     from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
 
-    bw = measure_copy_bandwidth_gbs()
+    bw = bandwidth_gbs or measure_copy_bandwidth_gbs()
     roof = decode_roofline(model, cfg.prompt_tokens, cfg.new_tokens, bw, "measured device-to-device copy")
     measured = bench["decode_tok_s"]["mean"]
     frac = roof.fraction(measured, cfg.batch_size)

@@ -1,0 +1,34 @@
+import dataclasses
+
+import pytest
+
+from optpipe.hostenv import HostEnv
+from optpipe.passes import get_pass
+from optpipe.runtime import load_candidate
+from optpipe.targets import load_target
+
+
+def test_requirements_refuse_cuda_graphs_without_cuda():
+    env = dataclasses.replace(HostEnv.detect(), has_cuda=False)
+    compile_ = get_pass("compile")
+    reasons = compile_.requirements(compile_.Params(), load_target("cpu-x86"), env)
+    assert any("needs a CUDA device" in r for r in reasons)
+    assert compile_.requirements(compile_.Params(mode="default"), load_target("cpu-x86"), env) == []
+
+
+def test_apply_records_runtime_and_round_trips(tiny_candidate, tmp_path):
+    compile_ = get_pass("compile")
+    cand = compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256))
+    assert cand.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
+    again = load_candidate(cand.save(tmp_path / "c"))
+    assert again.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
+    dec = again.decoder()
+    assert dec.name == "static-compiled" and dec.max_cache_len == 256
+
+
+def test_unsupported_architecture_fails_clearly(tiny_candidate):
+    compile_ = get_pass("compile")
+    tiny_candidate.model.config.model_type = "gpt2"
+    with pytest.raises(ValueError, match="supports llama"):
+        compile_.apply(tiny_candidate, compile_.Params())
+    tiny_candidate.model.config.model_type = "llama"

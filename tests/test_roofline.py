@@ -1,0 +1,42 @@
+import pytest
+
+from optpipe.measure.bench import BenchConfig
+from optpipe.measure.roofline import decode_roofline, kv_bytes_per_position, weight_bytes_read_per_token
+from optpipe.measure.worker import roofline_report
+from tests.conftest import make_tiny_model
+
+
+def test_weight_bytes_tied_and_untied():
+    tied = make_tiny_model(384)
+    total = sum(p.numel() * p.element_size() for p in tied.parameters())
+    assert weight_bytes_read_per_token(tied) == total  # the head reads the shared table
+    untied = make_tiny_model(384)
+    untied.config.tie_word_embeddings = False
+    import torch
+
+    untied.lm_head.weight = torch.nn.Parameter(untied.lm_head.weight.detach().clone())
+    emb = untied.get_input_embeddings().weight
+    all_bytes = sum(p.numel() * p.element_size() for p in untied.parameters())
+    assert weight_bytes_read_per_token(untied) == all_bytes - emb.numel() * emb.element_size()
+
+
+def test_roofline_numbers():
+    m = make_tiny_model(384)
+    kv = kv_bytes_per_position(m.config, 4)
+    assert kv == 2 * 2 * 2 * 16 * 4  # k+v, layers, kv heads, head_dim, fp32
+    r = decode_roofline(m, 100, 20, 1000.0, "spec")
+    assert r.tok_s == pytest.approx(1000e9 / (weight_bytes_read_per_token(m) + kv * 110))
+    assert r.fraction(r.tok_s / 2) == pytest.approx(0.5)
+
+
+def test_report_flags_impossible_speed_and_projects():
+    m = make_tiny_model(384)
+    cfg = BenchConfig(prompt_tokens=100, new_tokens=20)
+    roof = decode_roofline(m, 100, 20, 1000.0, "x")
+    fast = {"decode_tok_s": {"mean": roof.tok_s * 1.2}}
+    rep = roofline_report(m, fast, cfg, None, bandwidth_gbs=1000.0)
+    assert rep["fraction"] == pytest.approx(1.2) and "measurement error" in rep["error"]
+    ok = {"decode_tok_s": {"mean": roof.tok_s * 0.5}}
+    rep = roofline_report(m, ok, cfg, {"target": "rtx4060", "bandwidth_gbs": 250.0}, bandwidth_gbs=1000.0)
+    assert "error" not in rep
+    assert rep["projected"]["decode_tok_s"] == pytest.approx(0.5 * decode_roofline(m, 100, 20, 250.0, "t").tok_s)
