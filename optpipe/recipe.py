@@ -244,6 +244,20 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
         raise InvalidInputError(problems) from None
 
 
+def field_line(recipe_file: str | Path, field: str) -> int | None:
+    """Line of a field such as 'goals.max_memory_gb' or 'passes[1]' in a recipe file, if findable."""
+    import re
+
+    try:
+        root = _compose(Path(recipe_file).read_text(), str(recipe_file))
+    except (OSError, InvalidInputError):
+        return None
+    loc: list = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", field.split(" ")[0]):
+        loc.append(int(part[1:-1]) if part.startswith("[") else part)
+    return _locate(root, tuple(loc))
+
+
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     if not path.is_file():

@@ -71,12 +71,20 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
         device = "cuda" if (target.is_gpu and env.has_cuda) else "cpu"
     if device == "cuda" and not env.has_cuda:
         problems.append(Problem(recipe_file, None, "device", recipe.device, "this host has no CUDA device; use device: cpu or build on a GPU host"))
-    if target.has_cuda and device == "cpu":
-        problems.append(Problem(
-            recipe_file, None, "target", recipe.target,
-            f"{target.name} is a CUDA target but this host has no CUDA device, so its speed and memory cannot be "
-            "measured or projected here; run this recipe on a CUDA host"))
     warnings: list[str] = []
+    if target.has_cuda and device == "cpu":
+        # Accuracy can be built and judged here; speed and memory of a GPU cannot be measured or
+        # projected from a CPU, so goals that rest on them are refused rather than guessed.
+        for name in ("min_decode_tok_s", "max_p95_token_latency_ms", "max_memory_gb"):
+            value = getattr(recipe.goals, name)
+            if value is not None:
+                problems.append(Problem(
+                    recipe_file, None, f"goals.{name}", value,
+                    f"{target.name} is a CUDA target and this host has no CUDA device: this goal can be neither "
+                    "measured nor projected here. Run on a CUDA host (any NVIDIA GPU: figures are projected to "
+                    "the target), or remove the goal to build for accuracy only on this CPU"))
+        warnings.append(f"building for {target.name} on a CPU-only host: accuracy is real, speed figures are this "
+                        "CPU's and say nothing about the target")
     if device == "cpu" and target.kind != "cpu":
         warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
     if device == "cuda" and not host_is_target(target, env):
@@ -97,6 +105,12 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
                                             r + " (set on_unsupported: skip to skip this pass instead)"))
         planned.append(pp)
     if problems:
+        if Path(recipe_file).is_file():
+            from dataclasses import replace
+
+            from optpipe.recipe import field_line
+
+            problems = [replace(pr, line=pr.line or field_line(recipe_file, pr.field)) for pr in problems]
         raise InvalidInputError(problems)
     stem = Path(recipe_file).stem if recipe_file != "<recipe>" else "recipe"
     out = Path(recipe.output_dir.format(recipe=stem))

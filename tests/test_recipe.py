@@ -92,3 +92,14 @@ def test_schema_lists_every_pass_and_field():
 def test_recipe_load_missing_file(tmp_path):
     with pytest.raises(InvalidInputError, match="not found"):
         Recipe.load(tmp_path / "nope.yaml")
+
+
+def test_field_line_finds_plan_time_fields():
+    from optpipe.recipe import field_line
+
+    path = REPO / "recipes" / "rtx4060.yaml"
+    lines = path.read_text().splitlines()
+    n = field_line(path, "goals.max_memory_gb")
+    assert lines[n - 1].strip().startswith("max_memory_gb")
+    n = field_line(path, "passes[1] (attention)")
+    assert "attention" in lines[n - 1]
