@@ -30,7 +30,8 @@ CONFIGS = {
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                          rope_theta=100000.0, tie_word_embeddings=True),
 }
-VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "hf-generate-static-compile", "optpipe-eager-loop", "optpipe-compile")
+VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "hf-generate-static-compile", "optpipe-eager-loop", "optpipe-compile",
+            "optpipe-compile-eager-attn", "optpipe-compile-efficient-sdpa", "optpipe-compile-eager-attn-cdt")
 
 
 def build_model(name: str, attn: str):
@@ -76,7 +77,12 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
     from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
 
     torch.manual_seed(0)
-    attn = "eager" if variant == "hf-generate-eager" else "sdpa"
+    attn = "eager" if variant in ("hf-generate-eager",) or "eager-attn" in variant else "sdpa"
+    if variant.endswith("-cdt"):  # gpt-fast's inductor settings
+        import torch._inductor.config as ic
+
+        ic.coordinate_descent_tuning = True
+        ic.triton.unique_kernel_names = True
     model = build_model(model_name, attn)
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), device="cuda")
     nvml = Nvml()
@@ -85,7 +91,9 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
         kw = {"cache_implementation": "static"} if variant == "hf-generate-static-compile" else {}
         res = hf_generate(model, prompt, new_tokens, trials, **kw)
     else:
-        dec = EagerDecoder(model) if variant == "optpipe-eager-loop" else StaticGraphDecoder(model, prompt_len + new_tokens + 16)
+        backends = ("EFFICIENT_ATTENTION",) if variant == "optpipe-compile-efficient-sdpa" else None
+        dec = EagerDecoder(model) if variant == "optpipe-eager-loop" else StaticGraphDecoder(
+            model, prompt_len + new_tokens + 16, sdpa_backends=backends)
         cfg = BenchConfig(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
         res = benchmark(dec, prompt, cfg, nvml=nvml)
     res["cuda_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9

@@ -56,10 +56,14 @@ class StaticGraphDecoder:
 
     name = "static-compiled"
 
-    def __init__(self, model, max_cache_len: int, mode: str | None = "reduce-overhead", compile_prefill: bool = True):
+    def __init__(self, model, max_cache_len: int, mode: str | None = "reduce-overhead", compile_prefill: bool = True,
+                 sdpa_backends: tuple[str, ...] | None = None):
         import torch
 
         self.model = model
+        # e.g. ("EFFICIENT_ATTENTION",): keeps torch from picking a kernel that is slow for one-token
+        # queries against a masked static cache (the cuDNN fallback, on Hopper).
+        self.sdpa_backends = sdpa_backends
         self.max_cache_len = max_cache_len
         self.mode = mode
         self._key = cache_kwarg(model)
@@ -137,7 +141,13 @@ class StaticGraphDecoder:
 
         if hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()
-        nxt = self._step(token, self.pos)
+        if self.sdpa_backends:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            with sdpa_kernel([getattr(SDPBackend, b) for b in self.sdpa_backends]):
+                nxt = self._step(token, self.pos)
+        else:
+            nxt = self._step(token, self.pos)
         self.pos.add_(1)
         return nxt.clone()  # the graph's output buffer is overwritten by the next replay
 
@@ -146,5 +156,6 @@ def make_decoder(candidate) -> Any:
     """The decoder a candidate's runtime settings ask for."""
     spec = getattr(candidate.settings, "compile", None)
     if spec:
-        return StaticGraphDecoder(candidate.model, spec["max_cache_len"], spec.get("mode", "reduce-overhead"))
+        return StaticGraphDecoder(candidate.model, spec["max_cache_len"], spec.get("mode", "reduce-overhead"),
+                                  sdpa_backends=tuple(spec["sdpa_backends"]) if spec.get("sdpa_backends") else None)
     return EagerDecoder(candidate.model)
