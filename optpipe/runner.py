@@ -29,6 +29,7 @@ class PlannedPass:
     index: int
     params: PassParams
     skip_reason: str | None = None
+    variant_skips: dict[str, str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -94,8 +95,19 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
 
     planned: list[PlannedPass] = []
     for i, params in enumerate(recipe.passes):
-        reasons = get_pass(params.kind).requirements(params, target, env)
+        pass_cls = get_pass(params.kind)
         pp = PlannedPass(i + 1, params)
+        variants = pass_cls.variants(params)
+        if len(variants) > 1:  # judge each alternative on its own; the pass fails only if none can run
+            per = {label: pass_cls.requirements(v, target, env) for label, v in variants}
+            bad = {label: "; ".join(r) for label, r in per.items() if r}
+            if bad and params.on_unsupported == "skip" and len(bad) < len(variants):
+                pp.variant_skips = bad
+                reasons = []
+            else:
+                reasons = [f"{label}: {why}" for label, why in bad.items()]
+        else:
+            reasons = pass_cls.requirements(params, target, env)
         if reasons:
             if params.on_unsupported == "skip":
                 pp.skip_reason = "; ".join(reasons)
@@ -152,6 +164,7 @@ class CandidateRecord:
     checks: list[dict[str, Any]] = field(default_factory=list)
     verdict: str = ""
     seconds: float = 0.0
+    directory: str = ""  # working directory of its files during the build
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -284,57 +297,96 @@ class Build:
             dtype=dtype_name(model.dtype), attn_implementation=model.config._attn_implementation, device=p.device))
         self.progress("phase", f"model loaded in {time.perf_counter() - t:.1f} s: {cand.num_parameters() / 1e6:.1f} M parameters")
 
-        chain: list[dict[str, Any]] = []
-        steps: list[PlannedPass | None] = [None, *p.passes]
-        prev_dir: Path | None = None
-        for step in steps:
-            index = 0 if step is None else step.index
-            name = "baseline" if step is None else step.name
-            rec = CandidateRecord(index, name, list(chain))
-            self.records.append(rec)
-            t0 = time.perf_counter()
-            if step is not None and step.skip_reason:
-                rec.status, rec.reason = "skipped", step.skip_reason
-                self.progress("candidate", rec)
-                self.save_progress()
+        base_cand = cand
+        rec, cand, cur_dir = self._candidate(work, 0, "baseline", [], None, lambda: base_cand)
+        chain = rec.chain
+        stop = self._met_first(rec)
+        for step in p.passes:
+            if stop:
+                self.records.append(CandidateRecord(step.index, step.name, [], "not run",
+                                                    "stopped at the first candidate that met the budget"))
                 continue
-            cand_dir = work / f"{index:02d}-{name}"
-            try:
-                if step is not None:
-                    self.progress("phase", f"applying {name} {step.params.chain_params()}")
-                    cand = get_pass(name).apply(cand, step.params)
-                    rec.chain = chain + [step.params.chain_params() | {"pass_version": get_pass(name).version}]
-                rec.cache_key = self._key(rec.chain)
-                if cand_dir.exists():
-                    shutil.rmtree(cand_dir)
-                cand.save(cand_dir)
-                self._measure(rec, cand_dir)
-            except Exception as exc:  # one failing pass must not lose what was measured
-                rec.status, rec.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                (self.out / "logs").mkdir(parents=True, exist_ok=True)
-                (self.out / "logs" / f"{index:02d}-{name}.error.txt").write_text(traceback.format_exc())
-                self.progress("candidate", rec)
-                self.save_progress()
-                if index == 0:
-                    raise
-                shutil.rmtree(cand_dir, ignore_errors=True)
-                self.progress("phase", f"{name} failed; continuing from the previous candidate")
-                cand = load_candidate(prev_dir, device=p.device) if prev_dir else cand
+            if step.skip_reason:
+                self._record_skip(step.index, step.name, step.skip_reason)
                 continue
+            pass_cls = get_pass(step.name)
+            variants = pass_cls.variants(step.params)
+            measured: list[tuple[CandidateRecord, Any, Path]] = []
+            for label, vparams in variants:
+                if label in step.variant_skips:
+                    self._record_skip(step.index, label, step.variant_skips[label])
+                    continue
+                if len(variants) == 1:  # in-place passes work on the current candidate
+                    make = lambda v=vparams: pass_cls.apply(cand, v)  # noqa: E731
+                else:  # alternatives: each starts from the parent as saved
+                    make = lambda v=vparams: pass_cls.apply(load_candidate(cur_dir, device=p.device), v)  # noqa: E731
+                self.progress("phase", f"applying {label} {vparams.chain_params()}")
+                vrec, vcand, vdir = self._candidate(work, step.index, label, chain, vparams, make)
+                if vcand is not None:
+                    measured.append((vrec, vcand, vdir))
+                    if self._met_first(vrec):
+                        stop = True
+                        break
+            if not measured:
+                if len(variants) == 1:  # the failed pass may have changed the model in place
+                    self.progress("phase", f"{step.name} failed; continuing from the previous candidate")
+                    cand = load_candidate(cur_dir, device=p.device)
+                continue
+            met = [m for m in measured if m[0].verdict == Verdict.MET.value]
+            best = met[0] if met else min(measured, key=lambda m: self._rank_key(m[0]))
+            for vrec, _, vdir in measured:
+                if vdir != best[2] and vrec.verdict != Verdict.MET.value and not self.keep:
+                    shutil.rmtree(vdir, ignore_errors=True)
+            if cur_dir is not None and not self.keep and rec.verdict != Verdict.MET.value:
+                shutil.rmtree(cur_dir, ignore_errors=True)
+            rec, cand, cur_dir = best
             chain = rec.chain
-            self._judge(rec)
-            rec.seconds = time.perf_counter() - t0
+        return self._finish(work)
+
+    def _met_first(self, rec: CandidateRecord) -> bool:
+        return rec.verdict == Verdict.MET.value and self.p.recipe.stop == "first"
+
+    def _record_skip(self, index: int, name: str, reason: str) -> None:
+        rec = CandidateRecord(index, name, [], "skipped", reason)
+        self.records.append(rec)
+        self.progress("candidate", rec)
+        self.save_progress()
+
+    def _candidate(self, work: Path, index: int, label: str, parent_chain: list[dict[str, Any]],
+                   params: PassParams | None, make: Callable[[], Any]) -> tuple[CandidateRecord, Any, Path | None]:
+        """Make, save, measure and judge one candidate. A failure is recorded (traceback in logs/)
+        and returns no candidate; everything measured before stays in the manifest."""
+        rec = CandidateRecord(index, label, list(parent_chain))
+        self.records.append(rec)
+        t0 = time.perf_counter()
+        slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)
+        cand_dir = work / f"{index:02d}-{slug}"
+        try:
+            cand = make()
+            if params is not None:
+                rec.chain = parent_chain + [params.chain_params() | {"pass_version": get_pass(params.kind).version}]
+            rec.cache_key = self._key(rec.chain)
+            if cand_dir.exists():
+                shutil.rmtree(cand_dir)
+            cand.save(cand_dir)
+            self._measure(rec, cand_dir)
+        except Exception as exc:  # one failing pass must not lose what was measured
+            rec.status, rec.reason = "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            logs = self.out / "logs"
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"{index:02d}-{slug}.error.txt").write_text(traceback.format_exc())
             self.progress("candidate", rec)
             self.save_progress()
-            if prev_dir is not None and not self.keep and prev_dir != self._best_dir():
-                shutil.rmtree(prev_dir, ignore_errors=True)
-            prev_dir = cand_dir
-            if rec.verdict == Verdict.MET.value and p.recipe.stop == "first":
-                for later in p.passes[index:]:
-                    self.records.append(CandidateRecord(later.index, later.name, [], "not run",
-                                                        "stopped at the first candidate that met the budget"))
-                break
-        return self._finish(work)
+            shutil.rmtree(cand_dir, ignore_errors=True)
+            if index == 0:
+                raise
+            return rec, None, None
+        self._judge(rec)
+        rec.seconds = time.perf_counter() - t0
+        rec.directory = str(cand_dir)
+        self.progress("candidate", rec)
+        self.save_progress()
+        return rec, cand, cand_dir
 
     def _eligible(self) -> list[CandidateRecord]:
         return [r for r in self.records if r.verdict == Verdict.MET.value]
@@ -353,7 +405,7 @@ class Build:
         if not ok:
             return None
         best = min(ok, key=self._rank_key)
-        return self.out / "work" / f"{best.index:02d}-{best.name}"
+        return Path(best.directory)
 
     def _finish(self, work: Path) -> BuildResult:
         from optpipe.artifacts import write_artifact
@@ -367,7 +419,7 @@ class Build:
             status = Verdict.INCONCLUSIVE if any(r.verdict == Verdict.INCONCLUSIVE.value for r in measured) else Verdict.NOT_MET
         self.status = status.value
         if self.selected is not None:
-            src = work / f"{self.selected.index:02d}-{self.selected.name}"
+            src = Path(self.selected.directory)
             self.artifact_dir = self.out / "artifact"
             self.save_progress()
             write_artifact(src, self.artifact_dir, self.manifest())

@@ -37,12 +37,10 @@ class RuntimeSettings:
     attn_implementation: str = "sdpa"
     device: str = "cpu"
     compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len"}
+    quantization: str | None = None  # set by the quantize pass (the weights carry its config)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["compile"] is None:
-            del d["compile"]
-        return d
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -117,8 +115,9 @@ def load_candidate(directory: str | Path, device: str | None = None) -> TorchCan
         directory,
         dtype=torch_dtype(settings.dtype),
         attn_implementation=settings.attn_implementation,
+        device_map=settings.device,  # quantized models refuse .to(); device_map places every kind
     )
-    model.to(settings.device).eval()
+    model.eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return TorchCandidate(model, tokenizer, settings)
 

@@ -117,3 +117,28 @@ def test_gpu_host_not_target_caps_memory_and_projects(tiny_model_dir, tmp_path):
     assert gpu_job_settings(p) == {}
     p = SimpleNamespace(device="cpu", target=load_target("cpu-x86"), env=env)
     assert gpu_job_settings(p) == {}
+
+
+def test_variants_are_alternatives_from_the_same_parent(tiny_model_dir, tmp_path):
+    out = tmp_path / "out"
+    passes = ("  - pass: quantize\n    methods: [torchao-int4wo, torchao-int8wo, bnb-nf4]\n    on_unsupported: skip\n"
+              "  - pass: attention\n    implementation: eager\n")
+    res = build(recipe(tiny_model_dir, out, passes=passes))
+    got = [(c.name, c.status) for c in res.candidates]
+    assert got == [("baseline", "measured"), ("quantize:torchao-int4wo", "skipped"), ("quantize:torchao-int8wo", "measured"),
+                   ("quantize:bnb-nf4", "measured"), ("attention", "measured")]
+    by_name = {c.name: c for c in res.candidates}
+    assert by_name["quantize:bnb-nf4"].chain == [{"pass": "quantize", "methods": ["bnb-nf4"], "group_size": 128,
+                                                   "compute_dtype": "bf16", "double_quant": True, "pass_version": 1}]
+    assert by_name["quantize:torchao-int8wo"].measurements["runtime"]["quantization"] == "torchao-int8wo"
+    assert "CUDA" in by_name["quantize:torchao-int4wo"].reason
+    # the next pass builds on one quantized variant (the best by the objective), not on both
+    assert len(by_name["attention"].chain) == 2 and by_name["attention"].chain[0]["pass"] == "quantize"
+
+
+def test_variant_that_cannot_run_fails_the_plan_unless_skipped(tiny_model_dir, tmp_path):
+    from optpipe.errors import InvalidInputError
+
+    passes = "  - pass: quantize\n    methods: [torchao-int4wo, bnb-nf4]\n"
+    with pytest.raises(InvalidInputError, match="quantize:torchao-int4wo"):
+        plan(recipe(tiny_model_dir, tmp_path / "o", passes=passes))

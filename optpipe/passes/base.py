@@ -55,6 +55,12 @@ class Pass:
         return []
 
     @classmethod
+    def variants(cls, params: PassParams) -> list[tuple[str, PassParams]]:
+        """Alternatives tried in order, each a candidate of its own built from the same parent
+        (e.g. quantization methods). Most passes have one: themselves."""
+        return [(cls.name, params)]
+
+    @classmethod
     def apply(cls, candidate: "TorchCandidate", params: PassParams) -> "TorchCandidate":
         raise NotImplementedError
 
