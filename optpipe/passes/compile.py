@@ -23,6 +23,9 @@ class CompileParams(PassParams):
     mode: Literal["reduce-overhead", "max-autotune", "default"] = Field(
         "reduce-overhead", description="torch.compile mode of the decode step; reduce-overhead uses CUDA graphs.")
     max_cache_len: int = Field(4096, ge=16, description="Static KV-cache length: the longest prompt + generation served.")
+    attention: Literal["eager", "keep"] = Field(
+        "eager", description="Attention inside the compiled step. eager lets Inductor fuse it; measured faster than "
+        "SDPA's fallback kernels for one-token queries on an H100 (docs/gpu.md). keep: leave the model's choice.")
 
 
 class Compile(Pass):
@@ -46,4 +49,8 @@ class Compile(Pass):
         model_type = getattr(candidate.model.config, "model_type", "?")
         if model_type not in SUPPORTED_MODEL_TYPES:
             raise ValueError(f"compile pass supports {', '.join(SUPPORTED_MODEL_TYPES)} decoders; this model is {model_type!r}")
-        return candidate.with_settings(compile={"mode": params.mode, "max_cache_len": params.max_cache_len})
+        settings = {"compile": {"mode": params.mode, "max_cache_len": params.max_cache_len}}
+        if params.attention == "eager":
+            candidate.model.set_attn_implementation("eager")
+            settings["attn_implementation"] = "eager"
+        return candidate.with_settings(**settings)

@@ -20,6 +20,7 @@ def test_apply_records_runtime_and_round_trips(tiny_candidate, tmp_path):
     compile_ = get_pass("compile")
     cand = compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256))
     assert cand.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
+    assert cand.settings.attn_implementation == "eager"  # Inductor fuses eager attention in the step
     again = load_candidate(cand.save(tmp_path / "c"))
     assert again.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
     dec = again.decoder()
