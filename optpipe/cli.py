@@ -244,6 +244,31 @@ def eval_(
         json_out.write_text(json.dumps(r, indent=2))
 
 
+@app.command(name="setup-onnx")
+def setup_onnx(
+    path: Optional[Path] = typer.Option(None, help="Where to create the export environment."),
+) -> None:
+    """Create the ONNX export environment (optimum-onnx pins transformers<4.58, so it lives apart)."""
+    import subprocess
+    import venv
+
+    import importlib.metadata as md
+
+    from optpipe.passes.onnx_export import DEFAULT_ENV
+
+    target = path or DEFAULT_ENV
+    console = _console()
+    torch_version = md.version("torch").split("+")[0]
+    console.print(f"creating {target} (torch=={torch_version} first, then optimum-onnx[onnxruntime]==0.1.0)")
+    venv.EnvBuilder(with_pip=True, clear=True).create(target)
+    py = str(target / "bin" / "python")
+    for args in (["torch==" + torch_version], ["optimum-onnx[onnxruntime]==0.1.0"]):
+        code = subprocess.call([py, "-m", "pip", "install", "-q", *args])
+        if code != 0:
+            _fail(OptpipeError(f"pip install {' '.join(args)} failed in {target} (exit {code})"))
+    console.print(f"ready: {py}" + ("" if path is None else f"  (export OPTPIPE_ONNX_PYTHON={py})"))
+
+
 def main() -> None:
     try:
         app()

@@ -283,7 +283,7 @@ class Build:
 
     def run(self) -> BuildResult:
         from optpipe.models import load_model
-        from optpipe.runtime import RuntimeSettings, TorchCandidate, dtype_name, load_candidate
+        from optpipe.runtime import RuntimeSettings, TorchCandidate, dtype_name, load_any as load_candidate
 
         p = self.p
         work = self.out / "work"

@@ -38,6 +38,7 @@ class RuntimeSettings:
     device: str = "cpu"
     compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len"}
     quantization: str | None = None  # set by the quantize pass (the weights carry its config)
+    onnx: dict[str, Any] | None = None  # format "onnx": {"optimization", "quantization", "exporter"}
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -120,6 +121,16 @@ def load_candidate(directory: str | Path, device: str | None = None) -> TorchCan
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return TorchCandidate(model, tokenizer, settings)
+
+
+def load_any(directory: str | Path, device: str | None = None):
+    """A saved candidate of any format (torch/transformers or onnx), ready to measure."""
+    settings = read_settings(directory)
+    if settings.format == "onnx":
+        from optpipe.onnx_runtime import load_onnx_candidate
+
+        return load_onnx_candidate(directory, settings)
+    return load_candidate(directory, device=device)
 
 
 def directory_size_bytes(directory: str | Path) -> int:

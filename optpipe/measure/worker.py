@@ -38,7 +38,7 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
 
     from optpipe.evaluate.data import benchmark_prompt_text, hellaswag_subset
     from optpipe.measure.bench import BenchConfig, benchmark, peak_rss_bytes
-    from optpipe.runtime import load_candidate, weights_size_bytes
+    from optpipe.runtime import load_any, weights_size_bytes
 
     device = job.get("device") or "cpu"
     nvml = None
@@ -51,7 +51,7 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
             total = torch.cuda.get_device_properties(0).total_memory
             torch.cuda.set_per_process_memory_fraction(min(1.0, cap * 1e9 / total))
     t0 = time.perf_counter()
-    cand = load_candidate(job["candidate_dir"], device=device)
+    cand = load_any(job["candidate_dir"], device=device)
     result: dict[str, Any] = {"load_s": time.perf_counter() - t0, "rss_after_load_bytes": peak_rss_bytes()}
     result["parameters"] = cand.num_parameters()
     result["size_bytes"] = weights_size_bytes(job["candidate_dir"])
@@ -63,14 +63,12 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
 
     bench_cfg = BenchConfig(**job["benchmark"])
     if bench_cfg.prompt_tokens:
-        from optpipe.decode import make_decoder
-
         ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
         prompt = ids[:, : bench_cfg.prompt_tokens].to(cand.device)
-        decoder = make_decoder(cand)
+        decoder = cand.decoder()
         _progress(f"benchmark ({decoder.name}): prompt {prompt.shape[1]} tokens, {bench_cfg.new_tokens} new tokens")
         bench = benchmark(decoder, prompt, bench_cfg, progress=lambda m: _progress("benchmark " + m), nvml=nvml)
-        if device.startswith("cuda"):
+        if device.startswith("cuda") and hasattr(cand, "model"):
             bench["roofline"] = roofline_report(cand.model, bench, bench_cfg, job.get("projection"))
         result["benchmark"] = bench
         del decoder
@@ -82,7 +80,13 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         items = hellaswag_subset(ev["hellaswag_items"], ev["seed"])
         _progress(f"hellaswag: {len(items)} items (seed {ev['seed']}, batch {ev['batch_size']})")
         t = time.perf_counter()
-        hs = evaluate_hellaswag(hf_lm(cand.model, cand.tokenizer, ev["batch_size"]), items)
+        if cand.settings.format == "onnx":
+            from optpipe.onnx_runtime import onnx_lm
+
+            lm = onnx_lm(cand)
+        else:
+            lm = hf_lm(cand.model, cand.tokenizer, ev["batch_size"])
+        hs = evaluate_hellaswag(lm, items)
         result["hellaswag"] = hs.to_dict() | {"seconds": time.perf_counter() - t}
     if ev.get("perplexity_tokens"):
         from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
@@ -90,8 +94,12 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         ids = wikitext_ids(cand.tokenizer, ev["perplexity_tokens"])
         _progress(f"perplexity: {ids.numel()} tokens, window {ev['perplexity_window']}, stride {ev['perplexity_stride']}")
         t = time.perf_counter()
+        if cand.settings.format == "onnx":
+            forward = cand.decoder().logits
+        else:
+            forward = lambda x: cand.model(input_ids=x.to(cand.device)).logits  # noqa: E731
         ppl = evaluate_perplexity(
-            lambda x: cand.model(input_ids=x.to(cand.device)).logits, ids,
+            forward, ids,
             ev["perplexity_window"], ev["perplexity_stride"],
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
         )

@@ -1,0 +1,191 @@
+"""ONNX candidates: an onnxruntime session over an exported decoder with KV cache, exposing the
+same interfaces as a torch candidate (decoder for the benchmark, logits for perplexity, an lm-eval
+LM for HellaSwag), so an ONNX candidate is measured and scored by itself, not by its torch parent.
+
+Directory layout is optimum's (`model.onnx` + external data, config.json, tokenizer, generation
+config), so `optimum.onnxruntime.ORTModelForCausalLM.from_pretrained(dir)` loads it too.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ONNX_FILE = "model.onnx"
+LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def make_session(path: Path, optimization: str = "all", providers: list[str] | None = None, threads: int | None = None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[optimization])
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=opts, providers=providers or ["CPUExecutionProvider"])
+
+
+class OrtDecoder:
+    """Greedy decode loop over the session: prefill once, then one token at a time with past KV."""
+
+    name = "onnxruntime"
+
+    def __init__(self, session, config):
+        import numpy as np
+
+        self.session = session
+        self.np = np
+        self.inputs = {i.name: i for i in session.get_inputs()}
+        self.layers = sorted({int(n.split(".")[1]) for n in self.inputs if n.startswith("past_key_values.")})
+        key0 = self.inputs[f"past_key_values.{self.layers[0]}.key"]
+        self.kv_heads, self.head_dim = key0.shape[1], key0.shape[3]
+        self.kv_dtype = np.float16 if "float16" in key0.type else np.float32
+        self.outputs = [o.name for o in session.get_outputs()]
+        self.past: dict[str, Any] = {}
+        self.length = 0
+
+    def reset(self, batch: int, max_len: int = 0) -> None:
+        empty = self.np.zeros((batch, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)
+        self.past = {f"past_key_values.{i}.{kind}": empty for i in self.layers for kind in ("key", "value")}
+        self.length = 0
+
+    def run(self, ids):
+        """Feed `ids` (numpy int64 [b, s]) after what is cached; return logits [b, s, vocab]."""
+        np = self.np
+        b, s = ids.shape
+        feed = {"input_ids": ids, **self.past}
+        if "attention_mask" in self.inputs:
+            feed["attention_mask"] = np.ones((b, self.length + s), dtype=np.int64)
+        if "position_ids" in self.inputs:
+            feed["position_ids"] = np.broadcast_to(np.arange(self.length, self.length + s, dtype=np.int64), (b, s)).copy()
+        out = dict(zip(self.outputs, self.session.run(None, feed)))
+        for name in self.past:
+            self.past[name] = out[name.replace("past_key_values", "present")]
+        self.length += s
+        return out["logits"]
+
+    def prefill(self, ids):
+        import torch
+
+        logits = self.run(ids.cpu().numpy().astype("int64"))
+        return torch.from_numpy(logits[:, -1:].argmax(-1))
+
+    def step(self, token):
+        import torch
+
+        logits = self.run(token.cpu().numpy().astype("int64"))
+        return torch.from_numpy(logits[:, -1:].argmax(-1))
+
+    def logits(self, ids):
+        """Full-sequence logits (no cache) as a float32 torch tensor, for scoring."""
+        import torch
+
+        self.reset(ids.shape[0])
+        return torch.from_numpy(self.run(ids.cpu().numpy().astype("int64")).astype("float32"))
+
+
+@dataclass
+class OnnxCandidate:
+    """An exported decoder directory plus the session settings it is measured with."""
+
+    directory: Path
+    tokenizer: Any
+    settings: Any  # optpipe.runtime.RuntimeSettings with format="onnx"
+    session: Any = None
+
+    @property
+    def device(self):
+        import torch
+
+        return torch.device("cpu")
+
+    def open(self) -> "OnnxCandidate":
+        onnx = self.settings.onnx or {}
+        self.session = make_session(self.directory / ONNX_FILE, onnx.get("optimization", "all"))
+        return self
+
+    def decoder(self) -> OrtDecoder:
+        if self.session is None:
+            self.open()
+        cfg = json.loads((self.directory / "config.json").read_text())
+        return OrtDecoder(self.session, cfg)
+
+    def num_parameters(self) -> int:
+        import onnx
+        from onnx import numpy_helper  # noqa: F401
+
+        model = onnx.load(str(self.directory / ONNX_FILE), load_external_data=False)
+        total = 0
+        for init in model.graph.initializer:
+            n = 1
+            for d in init.dims:
+                n *= d
+            total += n
+        return total
+
+    def with_settings(self, **changes: Any) -> "OnnxCandidate":
+        return OnnxCandidate(self.directory, self.tokenizer, replace(self.settings, **changes))
+
+    def save(self, directory: str | Path) -> Path:
+        """Copy the exported files (if elsewhere) and write the runtime settings."""
+        import shutil
+
+        from optpipe.runtime import RUNTIME_FILE
+
+        directory = Path(directory)
+        if directory.resolve() != self.directory.resolve():
+            if directory.exists():
+                shutil.rmtree(directory)
+            if getattr(self, "temporary", False):  # a fresh export: move it, don't copy GBs
+                shutil.move(str(self.directory), directory)
+                self.directory, self.temporary = directory, False
+            else:
+                shutil.copytree(self.directory, directory)
+        (directory / RUNTIME_FILE).write_text(json.dumps(self.settings.to_dict(), indent=2) + "\n")
+        return directory
+
+
+def load_onnx_candidate(directory: str | Path, settings) -> OnnxCandidate:
+    from transformers import AutoTokenizer
+
+    directory = Path(directory)
+    return OnnxCandidate(directory, AutoTokenizer.from_pretrained(directory), settings).open()
+
+
+def onnx_lm(candidate: OnnxCandidate, batch_size: int = 1):
+    """An lm-eval LM scoring log-likelihoods from ORT logits (lm-eval does tokenization and
+    context/continuation splitting exactly as for HFLM, through TemplateLM)."""
+    import torch
+    from lm_eval.api.model import TemplateLM
+
+    dec = candidate.decoder()
+    tok = candidate.tokenizer
+
+    class OrtLM(TemplateLM):
+        @property
+        def eot_token_id(self):
+            return tok.eos_token_id
+
+        def tok_encode(self, string: str, **kwargs):
+            return tok.encode(string, add_special_tokens=False)
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False):
+            out = []
+            for _key, ctx, cont in requests:
+                ids = torch.tensor([(ctx + cont)[-(len(ctx) + len(cont)):][:-1]])
+                logp = torch.log_softmax(dec.logits(ids)[0], dim=-1)
+                pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont))
+                target = torch.tensor(cont)
+                sel = logp[pos, target]
+                greedy = bool((logp[pos].argmax(-1) == target).all())
+                out.append((float(sel.sum()), greedy))
+            return out
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError("optpipe scores perplexity itself (optpipe.evaluate.perplexity)")
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            raise NotImplementedError("generation tasks are not used by optpipe")
+
+    return OrtLM()
