@@ -13,7 +13,7 @@ _LAZY = {
     "Recipe": ("optpipe.recipe", "Recipe"),
     "load_recipe": ("optpipe.recipe", "load_recipe"),
     "build": ("optpipe.runner", "build"),
-    "load": ("optpipe.runtime", "load_candidate"),
+    "load": ("optpipe.runtime", "load_any"),
 }
 
 __all__ = ["__version__", *_LAZY]

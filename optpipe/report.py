@@ -6,7 +6,7 @@ from typing import Any
 
 from optpipe.budget import GB, memory_kind, peak_memory_bytes
 
-COLUMNS = ["#", "candidate", "dtype", "attn", "size GB", "mem GB", "decode tok/s", "p95 ms", "TTFT ms",
+COLUMNS = ["#", "candidate", "weights", "attn", "size GB", "mem GB", "decode tok/s", "p95 ms", "TTFT ms",
            "HellaSwag acc_norm", "Δ pts [CI]", "ppl", "Δ ppl % [CI]", "verdict"]
 
 
@@ -24,7 +24,14 @@ def row(rec: dict[str, Any]) -> list[str]:
     rt = m.get("runtime", {})
     bench = m.get("benchmark") or {}
     hs, ppl = m.get("hellaswag"), m.get("perplexity")
-    cells = [str(rec["index"]), rec["name"], rt.get("dtype", "–"), rt.get("attn_implementation", "–")]
+    weights = rt.get("dtype", "–")
+    if rt.get("quantization"):
+        weights = rt["quantization"]
+    if rt.get("onnx"):
+        weights = f"onnx {rt['onnx'].get('method', '')}"
+    if rt.get("compile"):
+        weights += " +compile"
+    cells = [str(rec["index"]), rec["name"], weights, rt.get("attn_implementation", "–")]
     if rec["status"] in ("skipped", "failed", "not run"):
         return cells + ["–"] * (len(COLUMNS) - 5) + [f"{rec['status'].upper()}: {rec.get('reason', '')}"]
     cells.append(_f(m.get("size_bytes", math.nan) / GB, ".3f"))

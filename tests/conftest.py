@@ -45,7 +45,8 @@ def make_tiny_model(vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                      tie_word_embeddings=True, eos_token_id=0, bos_token_id=0, pad_token_id=0)
+                      tie_word_embeddings=True, eos_token_id=0, bos_token_id=0, pad_token_id=0,
+                      rope_theta=100000.0)  # not the default: exporters must carry it over
     return LlamaForCausalLM(cfg).eval()
 
 

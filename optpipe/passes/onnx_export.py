@@ -47,6 +47,24 @@ def export_python() -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def legacy_config(model_dir: Path) -> None:
+    """Rewrite config.json so transformers 4.x (the exporter's) reads what 5.x saved: 5.x keeps RoPE
+    settings under `rope_parameters`, 4.x reads `rope_theta`/`rope_scaling` and would silently fall
+    back to its default theta (10000), exporting a different model."""
+    import json
+
+    path = model_dir / "config.json"
+    cfg = json.loads(path.read_text())
+    rope = cfg.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+        if rope.get("rope_type", "default") != "default":
+            cfg.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    if "dtype" in cfg:
+        cfg.setdefault("torch_dtype", cfg["dtype"])
+    path.write_text(json.dumps(cfg, indent=2))
+
+
 def run_export(model_dir: Path, out_dir: Path) -> None:
     py = export_python()
     if py is None:
@@ -131,6 +149,7 @@ class OnnxExport(Pass):
         out = Path(tempfile.mkdtemp(prefix="optpipe-onnx-"))
         try:
             candidate.save(src)
+            legacy_config(src)
             run_export(src, out)
         finally:
             shutil.rmtree(src, ignore_errors=True)
