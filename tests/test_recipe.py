@@ -101,5 +101,5 @@ def test_field_line_finds_plan_time_fields():
     lines = path.read_text().splitlines()
     n = field_line(path, "goals.max_memory_gb")
     assert lines[n - 1].strip().startswith("max_memory_gb")
-    n = field_line(path, "passes[1] (attention)")
-    assert "attention" in lines[n - 1]
+    n = field_line(path, "passes[1] (quantize)")
+    assert "pass: quantize" in lines[n - 1]
