@@ -42,6 +42,7 @@ class Pass:
     summary: ClassVar[str]
     requires: ClassVar[str] = "nothing beyond the core install"
     version: ClassVar[int] = 1  # bump when the pass changes its output (invalidates caches)
+    variant_label: ClassVar[str | None] = None  # set when the params' `methods` are alternatives
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -57,7 +58,10 @@ class Pass:
     @classmethod
     def variants(cls, params: PassParams) -> list[tuple[str, PassParams]]:
         """Alternatives tried in order, each a candidate of its own built from the same parent
-        (e.g. quantization methods). Most passes have one: themselves."""
+        (e.g. quantization methods: one per entry of `methods`). Most passes have one: themselves."""
+        methods = getattr(params, "methods", None)
+        if cls.variant_label and methods:
+            return [(f"{cls.variant_label}:{m}", params.model_copy(update={"methods": [m]})) for m in methods]
         return [(cls.name, params)]
 
     @classmethod

@@ -108,13 +108,10 @@ def quantize_onnx(directory: Path, method: str, block_size: int) -> None:
 
 class OnnxExport(Pass):
     name = "onnx_export"
+    variant_label = "onnx"
     Params = OnnxExportParams
     summary = "Export to ONNX with KV cache (optimum) and run in onnxruntime; fp32 / int8-dynamic / int4 variants."
     requires = "onnx + onnxruntime (extra 'onnx'); an optimum-onnx export env (`optpipe setup-onnx`); CPU EP (CUDA EP needs onnxruntime-gpu)"
-
-    @classmethod
-    def variants(cls, params):
-        return [(f"onnx:{m}", params.model_copy(update={"methods": [m]})) for m in params.methods]
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:

@@ -102,13 +102,10 @@ def quantization_config(params: QuantizeParams, method: str):
 
 class Quantize(Pass):
     name = "quantize"
+    variant_label = "quantize"
     Params = QuantizeParams
     summary = "Weight quantization (bitsandbytes int8/nf4/fp4, torchao int8/int4/float8); one candidate per method."
     requires = "bitsandbytes or torchao (extra 'quant'); int4/float8 need CUDA (float8: cc >= 8.9); GPTQ/AWQ not wired yet"
-
-    @classmethod
-    def variants(cls, params):
-        return [(f"quantize:{m}", params.model_copy(update={"methods": [m]})) for m in params.methods]
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:
