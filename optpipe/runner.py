@@ -303,8 +303,10 @@ class Build:
         stop = self._met_first(rec)
         for step in p.passes:
             if stop:
-                self.records.append(CandidateRecord(step.index, step.name, [], "not run",
-                                                    "stopped at the first candidate that met the budget"))
+                rec_not_run = CandidateRecord(step.index, step.name, [], "not run",
+                                              "stopped at the first candidate that met the budget")
+                self.records.append(rec_not_run)
+                self.progress("candidate", rec_not_run)
                 continue
             if step.skip_reason:
                 self._record_skip(step.index, step.name, step.skip_reason)
@@ -394,8 +396,11 @@ class Build:
     def _rank_key(self, rec: CandidateRecord):
         m = rec.measurements or {}
         obj = self.p.recipe.objective
-        if obj == "decode_tok_s":
-            return -(m.get("benchmark") or {}).get("decode_tok_s", {}).get("mean", 0.0)
+        if obj == "decode_tok_s":  # rank by the interval's lower bound: an unstable figure ranks low
+            s = (m.get("benchmark") or {}).get("decode_tok_s") or {}
+            if not s:
+                return 0.0
+            return -(s["mean"] - 1.96 * s["stdev"] / max(s["n"], 1) ** 0.5)
         if obj == "size_gb":
             return m.get("size_bytes", float("inf"))
         return peak_memory_bytes(m)

@@ -142,3 +142,18 @@ def test_variant_that_cannot_run_fails_the_plan_unless_skipped(tiny_model_dir, t
     passes = "  - pass: quantize\n    methods: [torchao-int4wo, bnb-nf4]\n"
     with pytest.raises(InvalidInputError, match="quantize:torchao-int4wo"):
         plan(recipe(tiny_model_dir, tmp_path / "o", passes=passes))
+
+
+def test_best_ranks_by_lower_bound_of_speed():
+    from types import SimpleNamespace
+
+    from optpipe.runner import CandidateRecord
+
+    b = Build.__new__(Build)
+    b.p = SimpleNamespace(recipe=SimpleNamespace(objective="decode_tok_s"))
+
+    def rec(mean, stdev, n):
+        return CandidateRecord(1, "x", [], measurements={"benchmark": {"decode_tok_s": {"mean": mean, "stdev": stdev, "n": n}}})
+
+    steady, noisy = rec(18.0, 0.2, 3), rec(18.7, 8.1, 10)
+    assert min([noisy, steady], key=b._rank_key) is steady
