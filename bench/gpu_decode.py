@@ -132,27 +132,26 @@ def main() -> None:
         runs = [(m, v) for m in a.models.split(",") for v in a.variants.split(",")]
     env = dict(os.environ, TORCH_LOGS=os.environ.get("TORCH_LOGS", "recompiles,perf_hints"))
     for model, variant in runs:
-        if True:
-            t = time.perf_counter()
-            proc = subprocess.run([sys.executable, __file__, "--child", model, variant, "--prompt", str(a.prompt),
-                                   "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                r = {"error": proc.stderr[-3000:]}
-            else:
-                r = json.loads(proc.stdout.strip().splitlines()[-1])
-                r["stderr_tail"] = proc.stderr[-2500:]
-            r["wall_s"] = time.perf_counter() - t
-            results.setdefault(model, {})[variant] = r
-            Path(a.out).write_text(json.dumps(results, indent=2))
-            if "error" in r:
-                print(f"{model:14s} {variant:28s} FAILED: {r['error'].strip().splitlines()[-1] if r['error'].strip() else ''}", flush=True)
-            else:
-                s = r["decode_tok_s"]
-                flag = "  <-- above roofline: measurement error" if r["fraction_of_roofline"] > 1 else ""
-                print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  "
-                      f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
-                      f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
-                      f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}", flush=True)
+        t = time.perf_counter()
+        proc = subprocess.run([sys.executable, __file__, "--child", model, variant, "--prompt", str(a.prompt),
+                               "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            r = {"error": proc.stderr[-3000:]}
+        else:
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["stderr_tail"] = proc.stderr[-2500:]
+        r["wall_s"] = time.perf_counter() - t
+        results.setdefault(model, {})[variant] = r
+        Path(a.out).write_text(json.dumps(results, indent=2))
+        if "error" in r:
+            print(f"{model:14s} {variant:28s} FAILED: {r['error'].strip().splitlines()[-1] if r['error'].strip() else ''}", flush=True)
+        else:
+            s = r["decode_tok_s"]
+            flag = "  <-- above roofline: measurement error" if r["fraction_of_roofline"] > 1 else ""
+            print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  "
+                  f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
+                  f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
+                  f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}", flush=True)
 
 
 if __name__ == "__main__":

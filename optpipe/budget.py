@@ -56,7 +56,7 @@ def _lower_limit(name: str, value: float, low: float, high: float, limit: float,
     return Check(name, limit, value, low, high, verdict, detail)
 
 
-def hellaswag_drop(base: dict, cand: dict, z: float) -> tuple[float, float, int]:
+def hellaswag_drop(base: dict, cand: dict) -> tuple[float, float, int]:
     """Drop in acc_norm points (baseline - candidate) and its paired standard error, over the items
     both scored."""
     b = dict(zip(base["item_indices"], base["item_acc_norm"]))
@@ -84,7 +84,7 @@ def judge(baseline: dict[str, Any], candidate: dict[str, Any], budget: Any, goal
     checks: list[Check] = []
     if budget.hellaswag_max_drop_points is not None:
         if "hellaswag" in baseline and "hellaswag" in candidate:
-            drop, se, n = hellaswag_drop(baseline["hellaswag"], candidate["hellaswag"], z)
+            drop, se, n = hellaswag_drop(baseline["hellaswag"], candidate["hellaswag"])
             checks.append(_upper_limit("hellaswag_drop_points", drop, drop - z * se, drop + z * se,
                                        budget.hellaswag_max_drop_points, f"paired over {n} items, {budget.confidence:.0%} CI"))
         else:

@@ -179,8 +179,6 @@ def build(
     except OptpipeError as exc:
         stop()
         _fail(exc)
-    finally:
-        pass
     stop()
     took = time.perf_counter() - t0
     console.print(f"status: [bold]{result.status.value}[/]" + (f", selected {result.selected.index} {result.selected.name}" if result.selected else ""))

@@ -111,9 +111,18 @@ class OnnxCandidate:
         cfg = json.loads((self.directory / "config.json").read_text())
         return OrtDecoder(self.session, cfg)
 
+    def logits(self, ids):
+        """Full-sequence logits from ORT itself, for perplexity."""
+        if getattr(self, "_scorer", None) is None:
+            self._scorer = self.decoder()
+        return self._scorer.logits(ids)
+
+    def scoring_lm(self, batch_size: int):
+        """The lm-eval LM that scores this candidate from ORT logits (HellaSwag)."""
+        return onnx_lm(self, batch_size)
+
     def num_parameters(self) -> int:
         import onnx
-        from onnx import numpy_helper  # noqa: F401
 
         model = onnx.load(str(self.directory / ONNX_FILE), load_external_data=False)
         total = 0
@@ -173,7 +182,7 @@ def onnx_lm(candidate: OnnxCandidate, batch_size: int = 1):
         def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False):
             out = []
             for _key, ctx, cont in requests:
-                ids = torch.tensor([(ctx + cont)[-(len(ctx) + len(cont)):][:-1]])
+                ids = torch.tensor([(ctx + cont)[:-1]])
                 logp = torch.log_softmax(dec.logits(ids)[0], dim=-1)
                 pos = torch.arange(len(ctx) - 1, len(ctx) - 1 + len(cont))
                 target = torch.tensor(cont)

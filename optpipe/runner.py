@@ -86,7 +86,7 @@ def plan(recipe: Recipe, recipe_file: str | Path = "<recipe>", env: Any = None) 
                     "the target), or remove the goal to build for accuracy only on this CPU"))
         warnings.append(f"building for {target.name} on a CPU-only host: accuracy is real, speed figures are this "
                         "CPU's and say nothing about the target")
-    if device == "cpu" and target.kind != "cpu":
+    elif device == "cpu" and target.kind != "cpu":
         warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
     if device == "cuda" and not host_is_target(target, env):
         warnings.append(f"measuring on {env.gpu_name}, not on {target.display_name}: memory is capped to the target's "
@@ -404,13 +404,6 @@ class Build:
         if obj == "size_gb":
             return m.get("size_bytes", float("inf"))
         return peak_memory_bytes(m)
-
-    def _best_dir(self) -> Path | None:
-        ok = self._eligible()
-        if not ok:
-            return None
-        best = min(ok, key=self._rank_key)
-        return Path(best.directory)
 
     def _finish(self, work: Path) -> BuildResult:
         from optpipe.artifacts import write_artifact

@@ -63,6 +63,16 @@ class TorchCandidate:
 
         return make_decoder(self)
 
+    def logits(self, ids):
+        """Full-sequence logits, for perplexity."""
+        return self.model(input_ids=ids.to(self.device)).logits
+
+    def scoring_lm(self, batch_size: int):
+        """The lm-eval LM that scores this candidate (HellaSwag)."""
+        from optpipe.evaluate.hellaswag import hf_lm
+
+        return hf_lm(self.model, self.tokenizer, batch_size)
+
     def generate(self, prompt: str, max_new_tokens: int = 128, decoder: Any = None) -> str:
         """Greedy generation through the same decode loop the benchmark measured; stops at EOS.
         Pass a decoder from `decoder()` to reuse its compiled graphs across calls."""

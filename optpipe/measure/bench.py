@@ -7,7 +7,6 @@ synchronizes CUDA before reading the time on GPU; on CPU it is `perf_counter`.
 """
 from __future__ import annotations
 
-import inspect
 import resource
 import sys
 import time

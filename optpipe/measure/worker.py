@@ -68,25 +68,19 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         decoder = cand.decoder()
         _progress(f"benchmark ({decoder.name}): prompt {prompt.shape[1]} tokens, {bench_cfg.new_tokens} new tokens")
         bench = benchmark(decoder, prompt, bench_cfg, progress=lambda m: _progress("benchmark " + m), nvml=nvml)
-        if device.startswith("cuda") and hasattr(cand, "model"):
+        if device.startswith("cuda") and cand.settings.format == "transformers":
             bench["roofline"] = roofline_report(cand.model, bench, bench_cfg, job.get("projection"))
         result["benchmark"] = bench
         del decoder
 
     ev = job["evaluation"]
     if ev.get("hellaswag_items"):
-        from optpipe.evaluate.hellaswag import evaluate_hellaswag, hf_lm
+        from optpipe.evaluate.hellaswag import evaluate_hellaswag
 
         items = hellaswag_subset(ev["hellaswag_items"], ev["seed"])
         _progress(f"hellaswag: {len(items)} items (seed {ev['seed']}, batch {ev['batch_size']})")
         t = time.perf_counter()
-        if cand.settings.format == "onnx":
-            from optpipe.onnx_runtime import onnx_lm
-
-            lm = onnx_lm(cand)
-        else:
-            lm = hf_lm(cand.model, cand.tokenizer, ev["batch_size"])
-        hs = evaluate_hellaswag(lm, items)
+        hs = evaluate_hellaswag(cand.scoring_lm(ev["batch_size"]), items)
         result["hellaswag"] = hs.to_dict() | {"seconds": time.perf_counter() - t}
     if ev.get("perplexity_tokens"):
         from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
@@ -94,12 +88,8 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         ids = wikitext_ids(cand.tokenizer, ev["perplexity_tokens"])
         _progress(f"perplexity: {ids.numel()} tokens, window {ev['perplexity_window']}, stride {ev['perplexity_stride']}")
         t = time.perf_counter()
-        if cand.settings.format == "onnx":
-            forward = cand.decoder().logits
-        else:
-            forward = lambda x: cand.model(input_ids=x.to(cand.device)).logits  # noqa: E731
         ppl = evaluate_perplexity(
-            forward, ids,
+            cand.logits, ids,
             ev["perplexity_window"], ev["perplexity_stride"],
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
         )
