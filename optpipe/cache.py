@@ -11,7 +11,8 @@ from typing import Any
 
 from optpipe.measure.worker import write_json_atomic
 
-KEY_PACKAGES = ("optpipe", "torch", "transformers", "lm_eval", "gguf", "bitsandbytes", "torchao", "onnxruntime")
+KEY_PACKAGES = ("optpipe", "torch", "transformers", "lm_eval", "gguf", "bitsandbytes", "torchao", "onnxruntime",
+                "compressed-tensors", "auto-round")
 
 
 def cache_key(parts: dict[str, Any]) -> str:

@@ -364,7 +364,10 @@ class Build:
         slug = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)
         cand_dir = work / f"{index:02d}-{slug}"
         try:
-            cand = make()
+            from optpipe.calibration import evaluation_tokens
+
+            with evaluation_tokens(self.p.recipe.evaluation.perplexity_tokens):  # calibration stays disjoint
+                cand = make()
             if params is not None:
                 rec.chain = parent_chain + [params.chain_params() | {"pass_version": get_pass(params.kind).version}]
             rec.cache_key = self._key(rec.chain)

@@ -38,6 +38,7 @@ class RuntimeSettings:
     device: str = "cpu"
     compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len"}
     quantization: str | None = None  # set by the quantize pass (the weights carry its config)
+    calibration: dict[str, Any] | None = None  # GPTQ/AWQ: source, token range or file sha256, samples
     onnx: dict[str, Any] | None = None  # format "onnx": {"optimization", "quantization", "exporter"}
 
     def to_dict(self) -> dict[str, Any]:
