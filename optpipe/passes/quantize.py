@@ -57,6 +57,14 @@ class QuantizeParams(PassParams):
     calibration_samples: int = Field(32, ge=1, description="GPTQ/AWQ calibration sequences.")
     calibration_seq_len: int = Field(512, ge=16, description="Tokens per calibration sequence.")
 
+    def chain_params(self):
+        """Calibration fields define only calibrated methods' results (bnb/torchao chains stay as they were)."""
+        out = super().chain_params()
+        if not any(m in ("gptq-4bit", "awq-4bit") for m in self.methods):
+            for k in ("calibration", "calibration_file", "calibration_samples", "calibration_seq_len"):
+                out.pop(k, None)
+        return out
+
     @model_validator(mode="after")
     def _file_given(self):
         if self.calibration == "file" and not self.calibration_file:
@@ -139,7 +147,6 @@ class Quantize(Pass):
                "int4); one candidate per method.")
     requires = ("bitsandbytes or torchao (extra 'quant'); int4/float8 need CUDA (float8: cc >= 8.9); "
                 "GPTQ: compressed-tensors; AWQ: auto-round + compressed-tensors")
-    version = 2  # gptq-4bit / awq-4bit wired
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:
