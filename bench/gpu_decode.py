@@ -30,8 +30,13 @@ CONFIGS = {
                          num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
                          rope_theta=100000.0, tie_word_embeddings=True),
 }
-VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "hf-generate-static-compile", "optpipe-eager-loop", "optpipe-compile",
-            "optpipe-compile-eager-attn", "optpipe-compile-efficient-sdpa", "optpipe-compile-eager-attn-cdt")
+# The default run: what issue 6 asks to see side by side. Other variants (pass them with --variants):
+# hf-generate-static-compile, optpipe-eager-loop, optpipe-compile (transformers forward, sdpa),
+# optpipe-compile-efficient-sdpa, optpipe-fused-notune, and quantized ones "METHOD" (eager loop) or
+# "METHOD+fused" (fused compiled step) with METHOD one of the quantize pass's methods.
+VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "optpipe-compile-eager-attn", "optpipe-fused")
+QUANT_VARIANTS = ("optpipe-fused", "bnb-int8", "bnb-nf4", "bnb-nf4+fused", "torchao-int8wo+fused",
+                  "torchao-int4wo+fused", "torchao-float8wo+fused")
 
 
 def build_model(name: str, attn: str):
@@ -68,6 +73,35 @@ def hf_generate(model, prompt, new_tokens: int, trials: int, **gen_kw) -> dict:
     return {"decode_tok_s": Spread.from_values(rates).to_dict(), "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(), "warmup_s": warm}
 
 
+def quantize(model, method: str):
+    """The quantize pass's transformers config applied to the in-memory weights (no disk round trip)."""
+    import torch
+
+    from optpipe.passes.quantize import QuantizeParams, quantization_config
+
+    params = QuantizeParams.model_validate({"pass": "quantize", "methods": [method]})
+    state = model.state_dict()
+    quantized = type(model).from_pretrained(None, config=model.config, state_dict=state, dtype=torch.bfloat16,
+                                            quantization_config=quantization_config(params, method), device_map="cuda")
+    del state
+    return quantized.eval()
+
+
+def kernel_profile(decoder, prompt, steps: int = 8, top: int = 25) -> str:
+    """Top CUDA kernels of a few decode steps (set OPTPIPE_BENCH_PROFILE=1): where the step's time goes."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        decoder.reset(prompt.shape[0], prompt.shape[1] + steps + 1)
+        tok = decoder.prefill(prompt)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                tok = decoder.step(tok)
+            torch.cuda.synchronize()
+    return prof.key_averages().table(sort_by="cuda_time_total", row_limit=top, max_name_column_width=70)
+
+
 def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int, trials: int) -> dict:
     import torch
 
@@ -76,26 +110,42 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
     from optpipe.measure.nvml import Nvml
     from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
 
+    from optpipe.fused_decode import FusedStepDecoder
+
     torch.manual_seed(0)
     attn = "eager" if variant in ("hf-generate-eager",) or "eager-attn" in variant else "sdpa"
-    if variant.endswith("-cdt"):  # gpt-fast's inductor settings
-        import torch._inductor.config as ic
-
-        ic.coordinate_descent_tuning = True
-        ic.triton.unique_kernel_names = True
     model = build_model(model_name, attn)
+    method = variant.split("+")[0] if variant.startswith(("bnb-", "torchao-")) else None
+    if method:
+        model = quantize(model, method)
+    torch.cuda.empty_cache()
+    weights_gb = torch.cuda.memory_allocated() / 1e9
     prompt = torch.randint(0, model.config.vocab_size, (1, prompt_len), device="cuda")
     nvml = Nvml()
     torch.cuda.reset_peak_memory_stats()
+    dec = None
     if variant.startswith("hf-generate"):
         kw = {"cache_implementation": "static"} if variant == "hf-generate-static-compile" else {}
         res = hf_generate(model, prompt, new_tokens, trials, **kw)
     else:
+        cache_len = prompt_len + new_tokens + 16
         backends = ("EFFICIENT_ATTENTION",) if variant == "optpipe-compile-efficient-sdpa" else None
-        dec = EagerDecoder(model) if variant == "optpipe-eager-loop" else StaticGraphDecoder(
-            model, prompt_len + new_tokens + 16, sdpa_backends=backends)
+        if variant == "optpipe-fused" or variant.endswith("+fused"):
+            dec = FusedStepDecoder(model, cache_len)
+        elif variant == "optpipe-fused-notune":
+            dec = FusedStepDecoder(model, cache_len, inductor_tuning=False)
+        elif variant == "optpipe-fused-reduce-attn":
+            dec = FusedStepDecoder(model, cache_len, attention="reduce")
+        elif variant == "optpipe-eager-loop" or method:
+            dec = EagerDecoder(model)
+        else:
+            dec = StaticGraphDecoder(model, cache_len, sdpa_backends=backends)
         cfg = BenchConfig(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
         res = benchmark(dec, prompt, cfg, nvml=nvml)
+        res["decoder"] = dec.name
+    res["weights_gb"] = weights_gb
+    if dec is not None and os.environ.get("OPTPIPE_BENCH_PROFILE"):
+        res["kernel_profile"] = kernel_profile(dec, prompt)
     res["cuda_peak_allocated_gb"] = torch.cuda.max_memory_allocated() / 1e9
     res["cuda_peak_reserved_gb"] = torch.cuda.max_memory_reserved() / 1e9
     res["nvml_device_used_gb"] = (nvml.device_used_bytes() or 0) / 1e9 or None
@@ -114,7 +164,7 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="llama-3.1-8b,smollm2-135m")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma list, or 'quant' for the quantization table")
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--trials", type=int, default=5)
@@ -129,7 +179,8 @@ def main() -> None:
     if a.plan:
         runs = [(m, v) for part in a.plan.split(";") for m, vs in [part.split(":")] for v in vs.split(",")]
     else:
-        runs = [(m, v) for m in a.models.split(",") for v in a.variants.split(",")]
+        variants = QUANT_VARIANTS if a.variants == "quant" else a.variants.split(",")
+        runs = [(m, v) for m in a.models.split(",") for v in variants]
     env = dict(os.environ, TORCH_LOGS=os.environ.get("TORCH_LOGS", "recompiles,perf_hints"))
     for model, variant in runs:
         t = time.perf_counter()
@@ -148,10 +199,12 @@ def main() -> None:
         else:
             s = r["decode_tok_s"]
             flag = "  <-- above roofline: measurement error" if r["fraction_of_roofline"] > 1 else ""
-            print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  "
+            print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  weights {r['weights_gb']:.2f} GB  "
                   f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
                   f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
                   f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}", flush=True)
+            if r.get("kernel_profile"):
+                print(r["kernel_profile"], flush=True)
 
 
 if __name__ == "__main__":

@@ -155,6 +155,11 @@ class StaticGraphDecoder:
 def make_decoder(candidate) -> Any:
     """The decoder a candidate's runtime settings ask for."""
     spec = getattr(candidate.settings, "compile", None)
+    if spec and spec.get("step") == "fused":
+        from optpipe.fused_decode import FusedStepDecoder
+
+        return FusedStepDecoder(candidate.model, spec["max_cache_len"], spec.get("mode", "reduce-overhead"),
+                                inductor_tuning=spec.get("inductor_tuning", True))
     if spec:
         return StaticGraphDecoder(candidate.model, spec["max_cache_len"], spec.get("mode", "reduce-overhead"),
                                   sdpa_backends=tuple(spec["sdpa_backends"]) if spec.get("sdpa_backends") else None)

@@ -55,3 +55,98 @@ def test_cuda_graph_decoder_matches_eager():
     ids = torch.randint(0, 384, (1, 12), device="cuda")
     compiled = StaticGraphDecoder(m, max_cache_len=64, mode="reduce-overhead")
     assert torch.equal(greedy(compiled, ids, 16), greedy(EagerDecoder(m), ids, 16))
+
+
+# -- the fused Llama-family step ------------------------------------------------------------
+def _lively(model):
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:  # keep norms at 1: random norm weights can saturate the output
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def _tiny(kind: str):
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    common = dict(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=1024, rope_theta=100000.0)
+    torch.manual_seed(0)
+    if kind == "qwen2":  # biases on q/k/v
+        return _lively(Qwen2ForCausalLM(Qwen2Config(**common)))
+    if kind == "qwen3":  # per-head q/k norms, explicit head_dim
+        return _lively(Qwen3ForCausalLM(Qwen3Config(head_dim=32, **common)))
+    return _lively(make_tiny_model(384))
+
+
+@pytest.mark.parametrize("kind,attention", [("llama", "matmul"), ("llama", "reduce"), ("qwen2", "matmul"), ("qwen3", "matmul")])
+def test_fused_step_matches_eager(kind, attention):
+    from optpipe.fused_decode import FusedStepDecoder
+
+    model = _tiny(kind)
+    ids = torch.randint(0, 384, (2, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        before = model(ids).logits
+    eager = greedy(EagerDecoder(model), ids, 24)
+    assert len(set(eager[0].tolist())) > 3
+    fused = FusedStepDecoder(model, max_cache_len=64, mode=None, attention=attention)
+    assert torch.equal(greedy(fused, ids, 24), eager)
+    assert torch.equal(greedy(fused, ids[:, :9], 30), greedy(EagerDecoder(model), ids[:, :9], 30))  # stale cache masked
+    attn = model.model.layers[0].self_attn
+    assert attn.k_proj.weight.data_ptr() == attn.q_proj.weight.data_ptr() + attn.q_proj.weight.nbytes  # fused, no copy
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)  # the model itself is unchanged
+
+
+def test_fused_model_saves_and_reloads(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from optpipe.fused_decode import FusedStepDecoder
+
+    model = _tiny("llama")
+    ids = torch.randint(0, 384, (1, 12))
+    greedy(FusedStepDecoder(model, max_cache_len=32, mode=None), ids, 4)
+    model.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.equal(AutoModelForCausalLM.from_pretrained(tmp_path)(ids).logits, model(ids).logits)
+
+
+def test_fused_step_calls_quantized_projections_unfused():
+    pytest.importorskip("torchao")
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from optpipe.fused_decode import FusedStepDecoder
+
+    model = _tiny("llama")
+    quantize_(model, Int8WeightOnlyConfig())
+    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(3))
+    fused = FusedStepDecoder(model, max_cache_len=48, mode=None)
+    assert torch.equal(greedy(fused, ids, 16), greedy(EagerDecoder(model), ids, 16))
+    assert fused.core.qkv[0] is None  # quantized weights are not concatenated
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_cuda_graph_decoder_matches_eager():
+    from optpipe.fused_decode import FusedStepDecoder
+
+    m = make_tiny_model(384).cuda().to(torch.bfloat16)
+    ids = torch.randint(0, 384, (1, 12), device="cuda")
+    compiled = FusedStepDecoder(m, max_cache_len=64, mode="reduce-overhead")
+    assert torch.equal(greedy(compiled, ids, 16), greedy(EagerDecoder(m), ids, 16))
+
+
+def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
+    """o_proj/down_proj above the size threshold run as optpipe::linear (cuBLAS, not fused by Inductor)."""
+    import optpipe.fused_decode as fd
+
+    model = _tiny("llama")
+    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(4))
+    eager = greedy(EagerDecoder(model), ids, 16)
+    calls = []
+    real = fd.cublas_linear()
+    monkeypatch.setattr(fd, "CUBLAS_MIN_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(fd, "cublas_linear", lambda: lambda x, w: calls.append(w.shape) or real(x, w))
+    assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None), ids, 16), eager)
+    assert len(calls) == 16 * 2 * 2  # (prefill + 15 steps) x 2 layers x (o_proj, down_proj)
+    assert torch.equal(real(ids.float()[:, :16].expand(3, 16), torch.eye(16)), ids.float()[:, :16].expand(3, 16))

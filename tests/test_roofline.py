@@ -40,3 +40,20 @@ def test_report_flags_impossible_speed_and_projects():
     rep = roofline_report(m, ok, cfg, {"target": "rtx4060", "bandwidth_gbs": 250.0}, bandwidth_gbs=1000.0)
     assert "error" not in rep
     assert rep["projected"]["decode_tok_s"] == pytest.approx(0.5 * decode_roofline(m, 100, 20, 250.0, "t").tok_s)
+
+
+def test_quantized_weights_count_their_packed_bytes():
+    """torchao tensors report the logical dtype; the roofline must read the int8 storage."""
+    pytest.importorskip("torchao")
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    from optpipe.measure.roofline import storage_bytes
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(384)
+    proj = model.model.layers[0].mlp.down_proj
+    fp32 = storage_bytes(proj.weight)
+    quantize_(model, Int8WeightOnlyConfig())
+    int8 = storage_bytes(proj.weight)
+    assert fp32 == proj.weight.numel() * 4
+    assert proj.weight.numel() <= int8 < 1.2 * proj.weight.numel()  # int8 data + per-row scales

@@ -26,24 +26,31 @@ class Roofline:
         return asdict(self)
 
 
+def storage_bytes(tensor) -> int:
+    """Bytes a tensor really occupies: quantized tensor subclasses (torchao) report their logical
+    dtype's size, so sum their packed inner tensors (data, scales, zero points) instead."""
+    t = tensor.data if hasattr(tensor, "data") else tensor
+    flatten = getattr(t, "__tensor_flatten__", None)
+    if flatten is not None and type(t).__name__ not in ("Tensor", "Parameter"):
+        names, _ = flatten()
+        return sum(storage_bytes(getattr(t, n)) for n in names if getattr(t, n, None) is not None)
+    return t.numel() * t.element_size()
+
+
 def weight_bytes_read_per_token(model) -> int:
     """Bytes of parameters a decode step reads: everything except the input embedding table when it
     is not tied to the output head (a lookup reads one row)."""
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings()
-    tied = head is not None and head.weight.data_ptr() == emb.data_ptr()
-    total = 0
-    seen = set()
-    for p in model.parameters():
-        if p.data_ptr() in seen:
-            continue
-        seen.add(p.data_ptr())
-        total += p.numel() * p.element_size()
+    # parameters() already yields a tied Parameter once; compare objects, since quantized tensor
+    # subclasses report data_ptr() 0.
+    tied = head is not None and (head.weight is emb or (emb.data_ptr() != 0 and head.weight.data_ptr() == emb.data_ptr()))
+    total = sum(storage_bytes(p) for p in model.parameters())
     for b in model.buffers():
         if b.is_floating_point() and b.dim() >= 2:
             total += b.numel() * b.element_size()  # quantized weights stored as buffers
     if not tied:
-        total -= emb.numel() * emb.element_size()
+        total -= storage_bytes(emb)
     return total
 
 

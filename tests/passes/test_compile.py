@@ -19,12 +19,34 @@ def test_requirements_refuse_cuda_graphs_without_cuda():
 def test_apply_records_runtime_and_round_trips(tiny_candidate, tmp_path):
     compile_ = get_pass("compile")
     cand = compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256))
-    assert cand.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
-    assert cand.settings.attn_implementation == "eager"  # Inductor fuses eager attention in the step
+    spec = {"mode": "reduce-overhead", "max_cache_len": 256, "step": "fused", "inductor_tuning": True}
+    assert cand.settings.compile == spec  # a Llama gets the fused step by default
     again = load_candidate(cand.save(tmp_path / "c"))
-    assert again.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256}
+    assert again.settings.compile == spec
     dec = again.decoder()
+    assert dec.name == "fused-step-compiled" and dec.max_cache_len == 256
+
+
+def test_transformers_step_switches_attention_to_eager(tiny_candidate, tmp_path):
+    compile_ = get_pass("compile")
+    cand = compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256, step="transformers"))
+    assert cand.settings.compile == {"mode": "reduce-overhead", "max_cache_len": 256, "step": "transformers"}
+    assert cand.settings.attn_implementation == "eager"  # Inductor fuses eager attention in the step
+    dec = load_candidate(cand.save(tmp_path / "c")).decoder()
     assert dec.name == "static-compiled" and dec.max_cache_len == 256
+
+
+def test_fused_step_refused_for_sliding_window(tiny_candidate):
+    compile_ = get_pass("compile")
+    cfg = tiny_candidate.model.config
+    cfg.model_type, cfg.sliding_window = "mistral", 128
+    try:
+        with pytest.raises(ValueError, match="sliding window 128"):
+            compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256, step="fused"))
+        auto = compile_.apply(tiny_candidate, compile_.Params(max_cache_len=256))
+        assert auto.settings.compile["step"] == "transformers"
+    finally:
+        cfg.model_type, cfg.sliding_window = "llama", None
 
 
 def test_unsupported_architecture_fails_clearly(tiny_candidate):
