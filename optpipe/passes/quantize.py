@@ -129,9 +129,11 @@ def quantization_config(params: QuantizeParams, method: str):
     from torchao import quantization as q
 
     if method == "torchao-int8wo":
-        return TorchAoConfig(q.Int8WeightOnlyConfig())
+        # version 2 (Int8Tensor) explicitly: torchao 0.17 defaults to version 1 (AffineQuantizedTensor),
+        # which transformers 5.17 could not save ("Unsupported tensor type", H200 run of gpu-quant-smollm2).
+        return TorchAoConfig(q.Int8WeightOnlyConfig(version=2))
     if method == "torchao-int8dq":
-        return TorchAoConfig(q.Int8DynamicActivationInt8WeightConfig())
+        return TorchAoConfig(q.Int8DynamicActivationInt8WeightConfig(version=2))
     if method == "torchao-int4wo":
         return TorchAoConfig(q.Int4WeightOnlyConfig(group_size=params.group_size, int4_packing_format="tile_packed_to_4d"))
     if method == "torchao-float8wo":
