@@ -50,10 +50,14 @@ def test_compiled_decoder_matches_eager_on_cpu(lively_model):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_graph_decoder_matches_eager():
+@pytest.mark.parametrize("step", ["transformers", "fused"])
+def test_cuda_graph_decoder_matches_eager(step):
+    from optpipe.fused_decode import FusedStepDecoder
+
     m = make_tiny_model(384).cuda().to(torch.bfloat16)
     ids = torch.randint(0, 384, (1, 12), device="cuda")
-    compiled = StaticGraphDecoder(m, max_cache_len=64, mode="reduce-overhead")
+    decoder = StaticGraphDecoder if step == "transformers" else FusedStepDecoder
+    compiled = decoder(m, max_cache_len=64, mode="reduce-overhead")
     assert torch.equal(greedy(compiled, ids, 16), greedy(EagerDecoder(m), ids, 16))
 
 
@@ -124,16 +128,6 @@ def test_fused_step_calls_quantized_projections_unfused():
     assert torch.equal(greedy(fused, ids, 16), greedy(EagerDecoder(model), ids, 16))
     assert fused.core.qkv[0] is None  # quantized weights are not concatenated
 
-
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_fused_cuda_graph_decoder_matches_eager():
-    from optpipe.fused_decode import FusedStepDecoder
-
-    m = make_tiny_model(384).cuda().to(torch.bfloat16)
-    ids = torch.randint(0, 384, (1, 12), device="cuda")
-    compiled = FusedStepDecoder(m, max_cache_len=64, mode="reduce-overhead")
-    assert torch.equal(greedy(compiled, ids, 16), greedy(EagerDecoder(m), ids, 16))
 
 
 def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
