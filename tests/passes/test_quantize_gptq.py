@@ -131,3 +131,42 @@ def test_method_packs_int4_and_round_trips(method, tiny_model_dir, tmp_path):
     with torch.inference_mode():
         assert (stock(IDS).logits.float() - out).abs().max() <= 1e-3 * scale
         assert (again.model(IDS).logits.float() - out).abs().max() <= 1e-3 * scale
+
+
+@pytest.fixture(scope="module")
+def salient_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny tied-embedding Llama with a few large RMSNorm gains (salient channels, as in trained
+    LLMs), so AWQ picks scales far from 1 and folds them into the norms."""
+    from tests.conftest import make_tiny_model
+
+    model = make_tiny_model(len(tiny_tokenizer))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight.mul_(torch.rand(norm.weight.shape, generator=g) * 2 + 0.5)
+                norm.weight[:4] *= 20
+    d = tmp_path_factory.mktemp("tiny-salient")
+    model.save_pretrained(d)
+    tiny_tokenizer.save_pretrained(d)
+    return d
+
+
+def test_awq_keeps_scales_folded_into_norms(salient_model_dir):
+    """Regression: auto-round (amp on, its default) wrote the norms in bf16 and then restored them from
+    the fp32 parent checkpoint, dropping the AWQ scales folded into them while q/k/v and gate/up kept
+    theirs (SmolLM2-135M perplexity 25.5 -> ~79,000; here logits cosine ~0.73)."""
+    _needs("awq-4bit")
+    parent = load_candidate(salient_model_dir)
+    ids = torch.tensor([list(range(1, 129))])
+    with torch.inference_mode():
+        ref = parent.model(ids).logits.float()
+    cand = get_pass("quantize").apply(load_candidate(salient_model_dir), params(["awq-4bit"], **SMALL))
+    folded = [not torch.equal(q.input_layernorm.weight.float(), p.input_layernorm.weight.float())
+              for q, p in zip(cand.model.model.layers, parent.model.model.layers)]
+    assert any(folded), "AWQ smoothing scales were lost from the RMSNorm weights"
+    # the tied embedding / lm_head stay the parent's
+    assert torch.equal(cand.model.model.embed_tokens.weight.float(), parent.model.model.embed_tokens.weight.float())
+    with torch.inference_mode():
+        out = cand.model(ids).logits.float()
+    assert torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.95
