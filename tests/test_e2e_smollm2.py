@@ -54,3 +54,39 @@ def test_real_build_of_default_recipe(tmp_path):
     else:  # the speed goal can miss on a loaded machine; the verdict must then say why
         assert res.exit_code in (3, 4)
         assert any(c["verdict"] != "MET" for c in bf16["checks"])
+
+
+def test_real_quantization_build_int8_and_gptq(tmp_path):
+    """The bundled SmolLM2 through a real quantize build: torchao int8 weight-only and GPTQ int4
+    (calibrated on held-out WikiText-2), each its own candidate from the fp32 parent, checkpoints
+    that are really smaller, perplexity that is still a language model's."""
+    out = tmp_path / "out"
+    recipe = tmp_path / "quant-small.yaml"
+    recipe.write_text(f"""
+model: {{source: smollm2-135m}}
+target: cpu-x86
+budget: {{hellaswag_max_drop_points: 30.0, perplexity_max_rise_pct: 60.0}}
+evaluation: {{hellaswag_items: 24, perplexity_tokens: 1024, perplexity_window: 512, perplexity_stride: 256}}
+benchmark: {{prompt_tokens: 32, new_tokens: 8, min_trials: 2, max_trials: 2}}
+passes:
+  - pass: quantize
+    methods: [torchao-int8wo, gptq-4bit]
+    group_size: 64
+    calibration_samples: 4
+    calibration_seq_len: 256
+stop: best
+output_dir: {out}
+""")
+    CliRunner().invoke(app, ["build", str(recipe)])
+    manifest = json.loads((out / "manifest.json").read_text())
+    cands = {c["name"]: c for c in manifest["candidates"]}
+    assert set(cands) == {"baseline", "quantize:torchao-int8wo", "quantize:gptq-4bit"}, list(cands)
+    base = cands["baseline"]["measurements"]
+    int8 = cands["quantize:torchao-int8wo"]["measurements"]
+    gptq = cands["quantize:gptq-4bit"]["measurements"]
+    assert int8["size_bytes"] < 0.45 * base["size_bytes"]  # int8 linear layers (embedding stays)
+    assert gptq["size_bytes"] < int8["size_bytes"]  # packed int4
+    assert int8["perplexity"]["ppl"] < 1.05 * base["perplexity"]["ppl"]
+    assert base["perplexity"]["ppl"] < gptq["perplexity"]["ppl"] < 2 * base["perplexity"]["ppl"]
+    calib = gptq["runtime"]["calibration"]
+    assert calib["source"] == "wikitext-heldout" and calib["samples"] == 4
