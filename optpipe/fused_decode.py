@@ -48,15 +48,13 @@ def _plain(weight) -> bool:
 
 def fuse_linears(linears) -> tuple[Any, Any] | None:
     """Concatenate the rows of Linear layers that read the same input; their weights (and biases)
-    become views of the result. Returns (weight, bias|None), or None when a weight is quantized."""
+    become views of the result. Returns (weight, bias|None), or None when a weight is quantized.
+    A second decoder over the same model fuses again (one copy, the old storage is freed): cheap
+    next to compiling, and never stale after the model's weights were swapped or cast."""
     import torch
 
     if not all(_plain(lin.weight) for lin in linears):
         return None
-    if all(getattr(lin, "_optpipe_fused", None) is not None for lin in linears):
-        first = linears[0]._optpipe_fused
-        if all(lin._optpipe_fused is first for lin in linears):
-            return first  # already fused (a second decoder over the same model)
     has_bias = [lin.bias is not None for lin in linears]
     if any(has_bias) and not all(has_bias):
         return None
@@ -71,8 +69,6 @@ def fuse_linears(linears) -> tuple[Any, Any] | None:
             if bias is not None:
                 lin.bias = torch.nn.Parameter(bias[row:row + n], requires_grad=False)
             row += n
-    for lin in linears:
-        lin._optpipe_fused = (weight, bias)
     return weight, bias
 
 

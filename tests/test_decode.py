@@ -144,3 +144,17 @@ def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
     assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None), ids, 16), eager)
     assert len(calls) == 16 * 2 * 2  # (prefill + 15 steps) x 2 layers x (o_proj, down_proj)
     assert torch.equal(real(ids.float()[:, :16].expand(3, 16), torch.eye(16)), ids.float()[:, :16].expand(3, 16))
+
+
+def test_fusion_is_redone_after_weights_are_replaced():
+    """A decoder built after a weight swap (or .to()) must not reuse fused tensors the model no longer points to."""
+    from optpipe.fused_decode import FusedStepDecoder
+
+    model = _tiny("llama")
+    ids = torch.randint(0, 384, (1, 12), generator=torch.Generator().manual_seed(5))
+    greedy(FusedStepDecoder(model, max_cache_len=32, mode=None), ids, 4)
+    for layer in model.model.layers:
+        for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.mlp.gate_proj):
+            lin.weight = torch.nn.Parameter(torch.randn_like(lin.weight) * 0.3, requires_grad=False)
+    assert torch.equal(greedy(FusedStepDecoder(model, max_cache_len=32, mode=None), ids, 12),
+                       greedy(EagerDecoder(model), ids, 12))
