@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from optpipe.recipe import EvaluationSettings
+
 # Tokens of WikiText-2 test that perplexity scores in this build (evaluation.perplexity_tokens).
 # The build sets it around pass application; outside a build the recipe default applies.
-DEFAULT_EVAL_TOKENS = 8192
+DEFAULT_EVAL_TOKENS: int = EvaluationSettings.model_fields["perplexity_tokens"].default
 _EVAL_TOKENS: contextvars.ContextVar[int] = contextvars.ContextVar("optpipe_eval_tokens", default=DEFAULT_EVAL_TOKENS)
 
 
@@ -97,8 +99,6 @@ def text_file(tokenizer, path: str | Path, samples: int, seq_len: int) -> Calibr
 
 def calibration_data(params, tokenizer) -> CalibrationData:
     """The calibration set a quantize pass's params ask for."""
-    if params.calibration == "file":
-        if not params.calibration_file:
-            raise ValueError("calibration: file needs calibration_file")
+    if params.calibration == "file":  # QuantizeParams guarantees calibration_file is set
         return text_file(tokenizer, params.calibration_file, params.calibration_samples, params.calibration_seq_len)
     return wikitext_heldout(tokenizer, params.calibration_samples, params.calibration_seq_len)

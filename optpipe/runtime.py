@@ -36,7 +36,7 @@ class RuntimeSettings:
     dtype: str = "fp32"
     attn_implementation: str = "sdpa"
     device: str = "cpu"
-    compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len"}
+    compile: dict[str, Any] | None = None  # set by the compile pass: {"mode", "max_cache_len", "step", ...}
     quantization: str | None = None  # set by the quantize pass (the weights carry its config)
     calibration: dict[str, Any] | None = None  # GPTQ/AWQ: source, token range or file sha256, samples
     onnx: dict[str, Any] | None = None  # format "onnx": {"optimization", "quantization", "exporter"}

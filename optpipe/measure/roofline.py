@@ -48,7 +48,7 @@ def weight_bytes_read_per_token(model) -> int:
     total = sum(storage_bytes(p) for p in model.parameters())
     for b in model.buffers():
         if b.is_floating_point() and b.dim() >= 2:
-            total += b.numel() * b.element_size()  # quantized weights stored as buffers
+            total += storage_bytes(b)  # quantized weights stored as buffers
     if not tied:
         total -= storage_bytes(emb)
     return total
