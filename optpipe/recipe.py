@@ -63,6 +63,9 @@ class EvaluationSettings(_Strict):
     perplexity_tokens: int = Field(8192, ge=0, description="WikiText-2 test tokens scored (0 = skip).")
     perplexity_window: int = Field(512, ge=16)
     perplexity_stride: int = Field(256, ge=1)
+    kl_tokens: int = Field(1024, ge=0, description="Positions (the first ones perplexity scores) on which each "
+                           "candidate's KL divergence from the baseline is measured (0 = skip). The baseline "
+                           "keeps n x vocab float32 log-probs on disk for it.")
     batch_size: int = Field(8, ge=1)
     seed: int = Field(1234, description="Seed of the HellaSwag subset; fixed so builds compare night to night.")
 

@@ -7,7 +7,7 @@ from typing import Any
 from optpipe.budget import GB, memory_kind, peak_memory_bytes
 
 COLUMNS = ["#", "candidate", "weights", "attn", "size GB", "mem GB", "decode tok/s", "p95 ms", "TTFT ms",
-           "HellaSwag acc_norm", "Δ pts [CI]", "ppl", "Δ ppl % [CI]", "verdict"]
+           "HellaSwag acc_norm", "Δ pts [CI]", "ppl", "Δ ppl % [CI]", "KL vs base (nats/token)", "verdict"]
 
 
 def _f(x: Any, fmt: str = ".2f") -> str:
@@ -53,8 +53,19 @@ def row(rec: dict[str, Any]) -> list[str]:
     cells.append(f"{ppl['ppl']:.3f}" if ppl else "–")
     c = _check(rec, "perplexity_rise_pct")
     cells.append(f"{c['value']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]" if c and not math.isnan(c["value"]) else "–")
+    cells.append(kl_cell(m.get("kl")))
     cells.append(rec.get("verdict", "–"))
     return cells
+
+
+def kl_cell(kl: dict[str, Any] | None) -> str:
+    if not kl:
+        return "–"
+    if "error" in kl:
+        return "n/a: " + kl["error"]
+    if str(kl.get("reference", "")).startswith("self"):
+        return f"reference (n={kl['n']})"
+    return f"{kl['mean']:.4f} ± {kl['se']:.4f} (n={kl['n']})"
 
 
 def checks_lines(rec: dict[str, Any]) -> list[str]:
@@ -96,7 +107,8 @@ def markdown(manifest: dict[str, Any]) -> str:
     lines += [
         "Accuracy deltas are candidate minus baseline, paired over the same items (HellaSwag) or windows",
         "(perplexity). A line is MET only when its whole confidence interval is within the limit,",
-        "NOT MET when it is wholly outside, INCONCLUSIVE otherwise.",
+        "NOT MET when it is wholly outside, INCONCLUSIVE otherwise. KL is KL(baseline || candidate) of the",
+        "next-token distributions on the first perplexity positions, mean ± se over tokens.",
         "",
     ]
     return "\n".join(lines)

@@ -254,14 +254,17 @@ class Build:
     def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
         from optpipe.measure.worker import run_isolated
 
+        r = self.p.recipe
+        kl_ref = self.out / ".cache" / f"kl-reference-{(self.records[0].cache_key or rec.cache_key)}.pt"
         cached = self.cache.get(rec.cache_key)
-        if cached is not None:
+        # a cached baseline whose reference log-probs are gone is measured again: later KLs need them
+        if cached is not None and not (rec.index == 0 and r.evaluation.kl_tokens and not kl_ref.exists()):
             rec.measurements, rec.status = cached, "cached"
             return
-        r = self.p.recipe
         job = {
             "candidate_dir": str(cand_dir), "device": self.p.device,
             "benchmark": r.benchmark.model_dump(), "evaluation": r.evaluation.model_dump(),
+            "kl_reference": {"path": str(kl_ref), "write": rec.index == 0},
         } | gpu_job_settings(self.p)
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)

@@ -35,3 +35,19 @@ def test_strided_uses_context(tiny_candidate):
     res = evaluate_perplexity(lambda x: model(input_ids=x).logits, ids, window=256, stride=128)
     assert res.tokens_scored == 599 and len(res.window_nll) == len(res.window_tokens)
     assert math.exp(sum(res.window_nll) / sum(res.window_tokens)) == pytest.approx(res.ppl)
+
+
+def test_kl_is_zero_for_itself_and_matches_closed_form():
+    from optpipe.evaluate.kl import LogprobRecorder, kl_from_reference
+
+    p = torch.log_softmax(torch.tensor([[0.0, 0.0], [0.0, 0.0]]), -1)
+    q = torch.log(torch.tensor([[0.9, 0.1], [0.5, 0.5]]))
+    r = kl_from_reference(p, q)
+    expected = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)  # KL(p || q) of the first row
+    assert r.n == 2 and r.mean == pytest.approx(expected / 2) and r.max == pytest.approx(expected)
+    assert kl_from_reference(q, q).mean == 0.0
+    rec = LogprobRecorder(3)
+    rec(torch.zeros(2, 5)), rec(torch.ones(2, 5)), rec(torch.ones(4, 5))
+    assert rec.count == 3 and rec.tensor().shape == (3, 5) and rec.tensor()[2].eq(1).all()
+    with pytest.raises(ValueError, match="same positions"):
+        kl_from_reference(p, q[:1])

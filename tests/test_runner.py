@@ -38,6 +38,10 @@ def test_build_runs_every_candidate_and_reports_not_met(tiny_model_dir, tmp_path
     assert m["candidates"][2]["measurements"]["runtime"] == {"format": "transformers", "dtype": "bf16",
                                                              "attn_implementation": "eager", "device": "cpu"}
     assert m["candidates"][2]["chain"][0]["pass"] == "attention"  # passes are cumulative
+    kls = [c["measurements"]["kl"] for c in m["candidates"]]
+    assert kls[0]["reference"].startswith("self") and kls[0]["n"] == 599  # perplexity scores 599 positions
+    assert kls[1]["n"] == kls[2]["n"] == 599
+    assert 0 <= kls[1]["mean"] < kls[2]["mean"]  # eager vs sdpa differ by fp32 rounding; bf16 weights by more
     report = (out / "report.md").read_text()
     assert "| 2 | precision_cast | bf16 | eager |" in report
     assert not (out / "work").exists()
@@ -90,6 +94,11 @@ def test_resume_uses_cached_measurements(tiny_model_dir, tmp_path):
     again = build(recipe(tiny_model_dir, out, passes="  - pass: attention\n    implementation: eager\n"))
     assert [c.status for c in again.candidates] == ["cached", "cached"]
     assert again.candidates[1].measurements == first.candidates[1].measurements
+    for ref in (out / ".cache").glob("kl-reference-*.pt"):  # without its reference log-probs the baseline
+        ref.unlink()                                         # is measured again, so later KLs still have one
+    third = build(recipe(tiny_model_dir, out, passes="  - pass: attention\n    implementation: eager\n"))
+    assert [c.status for c in third.candidates] == ["measured", "cached"]
+    assert list((out / ".cache").glob("kl-reference-*.pt"))
 
 
 def test_unsupported_pass_skip_or_fail(tiny_model_dir, tmp_path):

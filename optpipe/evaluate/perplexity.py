@@ -37,8 +37,10 @@ def strided_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
 
 
 def evaluate_perplexity(forward_logits: Callable, input_ids, window: int, stride: int,
-                        progress: Callable[[int, int], None] | None = None) -> PerplexityResult:
-    """`forward_logits(ids[1, T]) -> logits[1, T, V]`; `input_ids` is a 1-D LongTensor."""
+                        progress: Callable[[int, int], None] | None = None,
+                        on_logprobs: Callable | None = None) -> PerplexityResult:
+    """`forward_logits(ids[1, T]) -> logits[1, T, V]`; `input_ids` is a 1-D LongTensor.
+    `on_logprobs([scored, V])` sees each window's scored log-probs in order (for KL)."""
     import torch
 
     n = int(input_ids.numel())
@@ -52,6 +54,8 @@ def evaluate_perplexity(forward_logits: Callable, input_ids, window: int, stride
         targets = ids[0, 1:].to(logp.device)
         token_nll = -logp.gather(1, targets.unsqueeze(1)).squeeze(1)
         nlls.append(float(token_nll[-scored:].sum()))
+        if on_logprobs is not None:
+            on_logprobs(logp[-scored:])
         counts.append(scored)
         if progress:
             progress(i + 1, len(spans))

@@ -88,14 +88,40 @@ def measure_candidate(job: dict[str, Any]) -> dict[str, Any]:
         ids = wikitext_ids(cand.tokenizer, ev["perplexity_tokens"])
         _progress(f"perplexity: {ids.numel()} tokens, window {ev['perplexity_window']}, stride {ev['perplexity_stride']}")
         t = time.perf_counter()
+        kl_job = job.get("kl_reference")
+        recorder = None
+        if kl_job and ev.get("kl_tokens"):
+            from optpipe.evaluate.kl import LogprobRecorder
+
+            recorder = LogprobRecorder(ev["kl_tokens"])
         ppl = evaluate_perplexity(
             cand.logits, ids,
             ev["perplexity_window"], ev["perplexity_stride"],
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
+            on_logprobs=recorder,
         )
         result["perplexity"] = ppl.to_dict() | {"seconds": time.perf_counter() - t}
+        if recorder is not None:
+            result["kl"] = kl_against_reference(recorder, kl_job)
     result["peak_rss_total_bytes"] = peak_rss_bytes()
     return result
+
+
+def kl_against_reference(recorder, kl_job: dict[str, Any]) -> dict[str, Any]:
+    """The baseline writes the reference log-probs; every other candidate is compared with them."""
+    import torch
+
+    from optpipe.evaluate.kl import kl_from_reference
+
+    path = Path(kl_job["path"])
+    if kl_job.get("write"):
+        recorder.save(path)
+        return {"reference": "self (this candidate is the reference)", "n": recorder.count, "mean": 0.0, "se": 0.0}
+    if not path.exists():
+        return {"error": f"reference log-probs {path} are missing (the baseline came from an older cache)"}
+    reference = torch.load(path, map_location="cpu")
+    _progress(f"kl: {reference.shape[0]} positions against the baseline")
+    return kl_from_reference(reference, recorder.tensor()).to_dict()
 
 
 def roofline_report(model, bench: dict[str, Any], cfg: Any, projection: dict[str, Any] | None,
