@@ -32,11 +32,12 @@ CONFIGS = {
 }
 # The default run: what issue 6 asks to see side by side. Other variants (pass them with --variants):
 # hf-generate-static-compile, optpipe-eager-loop, optpipe-compile (transformers forward, sdpa),
-# optpipe-compile-efficient-sdpa, optpipe-fused-notune, and quantized ones "METHOD" (eager loop) or
+# optpipe-compile-efficient-sdpa, optpipe-fused-notune, optpipe-fused-reduce-attn, optpipe-fused-cublas-all,
+# and quantized ones "METHOD" (eager loop) or
 # "METHOD+fused" (fused compiled step) with METHOD one of the quantize pass's methods.
 VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "optpipe-compile-eager-attn", "optpipe-fused")
 QUANT_VARIANTS = ("optpipe-fused", "bnb-int8", "bnb-nf4", "bnb-nf4+fused", "torchao-int8wo+fused",
-                  "torchao-int4wo+fused", "torchao-float8wo+fused")
+                  "torchao-int4wo+fused", "torchao-int4-gemlite+fused", "torchao-float8wo+fused")
 
 
 def build_model(name: str, attn: str):
@@ -136,6 +137,8 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
             dec = FusedStepDecoder(model, cache_len, inductor_tuning=False)
         elif variant == "optpipe-fused-reduce-attn":
             dec = FusedStepDecoder(model, cache_len, attention="reduce")
+        elif variant == "optpipe-fused-cublas-all":  # every large projection and lm_head through cuBLAS
+            dec = FusedStepDecoder(model, cache_len, cublas="all")
         elif variant == "optpipe-eager-loop" or method:
             dec = EagerDecoder(model)
         else:

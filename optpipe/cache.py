@@ -12,7 +12,7 @@ from typing import Any
 from optpipe.measure.worker import write_json_atomic
 
 KEY_PACKAGES = ("optpipe", "torch", "transformers", "lm_eval", "gguf", "bitsandbytes", "torchao", "onnxruntime",
-                "compressed-tensors", "auto-round")
+                "compressed-tensors", "auto-round", "gemlite")
 
 
 def cache_key(parts: dict[str, Any]) -> str:

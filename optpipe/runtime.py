@@ -123,6 +123,10 @@ def load_candidate(directory: str | Path, device: str | None = None) -> TorchCan
     settings = read_settings(directory)
     if device is not None:
         settings = replace(settings, device=device)
+    if settings.quantization == "torchao-int4-gemlite":
+        from optpipe import gemlite_support
+
+        gemlite_support.register()
     model = AutoModelForCausalLM.from_pretrained(
         directory,
         dtype=torch_dtype(settings.dtype),

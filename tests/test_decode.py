@@ -146,6 +146,21 @@ def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
     assert torch.equal(real(ids.float()[:, :16].expand(3, 16), torch.eye(16)), ids.float()[:, :16].expand(3, 16))
 
 
+def test_cublas_all_routes_every_large_projection_and_the_head(monkeypatch):
+    """cublas="all" (a bench variant): q|k|v, gate|up and lm_head go through optpipe::linear too; same tokens."""
+    import optpipe.fused_decode as fd
+
+    model = _tiny("llama")
+    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(4))
+    eager = greedy(EagerDecoder(model), ids, 16)
+    calls = []
+    real = fd.cublas_linear()
+    monkeypatch.setattr(fd, "CUBLAS_MIN_WEIGHT_BYTES", 0)
+    monkeypatch.setattr(fd, "cublas_linear", lambda: lambda x, w: calls.append(w.shape) or real(x, w))
+    assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None, cublas="all"), ids, 16), eager)
+    assert len(calls) == 16 * 2 * 4 + 15  # (prefill + 15 steps) x 2 layers x 4 projections + 15 heads
+
+
 def test_fusion_is_redone_after_weights_are_replaced():
     """A decoder built after a weight swap (or .to()) must not reuse fused tensors the model no longer points to."""
     from optpipe.fused_decode import FusedStepDecoder

@@ -13,6 +13,7 @@ quantization integration, so the saved candidate is a standard checkpoint with a
 | torchao-int8dq | torchao int8 dynamic activations + int8 weights | CPU and CUDA |
 | torchao-int4wo | torchao int4 weight-only, group size param (tile_packed_to_4d) | CUDA |
 | torchao-float8wo | torchao float8 weight-only | CUDA, compute capability >= 8.9 |
+| torchao-int4-gemlite | torchao HQQ int4 (group size param) packed for gemlite's Triton GEMV kernels | CUDA, with gemlite |
 | gptq-4bit | GPTQ in optpipe/gptq.py (plain torch), compressed-tensors checkpoint | CPU and CUDA |
 | awq-4bit | AutoRound's AWQ (auto-round), compressed-tensors checkpoint | CPU and CUDA |
 
@@ -41,7 +42,7 @@ from pydantic import Field, model_validator
 from optpipe.passes.base import Pass, PassParams
 
 Method = Literal["bnb-int8", "bnb-nf4", "bnb-fp4", "torchao-int8wo", "torchao-int8dq", "torchao-int4wo",
-                 "torchao-float8wo", "gptq-4bit", "awq-4bit"]
+                 "torchao-float8wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit"]
 
 
 class QuantizeParams(PassParams):
@@ -92,6 +93,11 @@ def method_requirements(method: str, target, env) -> list[str]:
             reasons.append("needs torchao (pip install 'optpipe[quant]')")
         if method == "torchao-int4wo" and device != "cuda":
             reasons.append("torchao int4 weight-only needs CUDA (tile_packed_to_4d kernels); this build runs on the CPU")
+        if method == "torchao-int4-gemlite":
+            if not env.has_package("gemlite"):
+                reasons.append("needs gemlite, whose Triton kernels it runs (pip install gemlite)")
+            if device != "cuda":
+                reasons.append("gemlite packs and runs its weights with Triton on CUDA; this build runs on the CPU")
         if method == "torchao-float8wo":
             cc = env.gpu_capability if device == "cuda" else None
             if cc is None or float(cc) < 8.9:
@@ -138,6 +144,13 @@ def quantization_config(params: QuantizeParams, method: str):
         return TorchAoConfig(q.Int4WeightOnlyConfig(group_size=params.group_size, int4_packing_format="tile_packed_to_4d"))
     if method == "torchao-float8wo":
         return TorchAoConfig(q.Float8WeightOnlyConfig(weight_dtype=torch.float8_e4m3fn))
+    if method == "torchao-int4-gemlite":
+        from torchao.prototype.quantization.quant_api import UIntxWeightOnlyConfig
+
+        from optpipe import gemlite_support
+
+        gemlite_support.register()
+        return TorchAoConfig(UIntxWeightOnlyConfig(group_size=params.group_size, bit_width=4))
     raise ValueError(f"no quantization config for {method}")
 
 

@@ -31,9 +31,11 @@ def test_variants_one_per_method():
 def test_requirements_explain_what_cannot_run_here():
     q = get_pass("quantize")
     cpu_env = dataclasses.replace(ENV, has_cuda=False, gpu_capability=None)
-    reasons = q.requirements(params(["torchao-int4wo", "torchao-float8wo"]), load_target("cpu-x86"), cpu_env)
+    reasons = q.requirements(params(["torchao-int4wo", "torchao-float8wo", "torchao-int4-gemlite"]),
+                             load_target("cpu-x86"), cpu_env)
     text = " ".join(reasons)
     assert "int4 weight-only needs CUDA" in text and "compute capability >= 8.9" in text
+    assert "torchao-int4-gemlite: gemlite packs and runs its weights with Triton on CUDA" in text
     assert q.requirements(params(CPU_METHODS), load_target("cpu-x86"), cpu_env) == []
     no_libs = dataclasses.replace(cpu_env, packages={})
     import optpipe.hostenv as he
@@ -67,3 +69,29 @@ def test_method_quantizes_and_round_trips(method, tiny_model_dir, tmp_path):
         # stock loading may pick another dtype for the unquantized parts: close, not identical
         assert torch.allclose(stock(ids).logits.float(), out, atol=1e-2)
         assert torch.allclose(again.model(ids).logits.float(), out, atol=1e-2)  # bnb CPU kernels vary ~1e-3
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["torchao-int4-gemlite", "torchao-int4wo"])
+def test_cuda_int4_method_round_trips(method, tiny_model_dir, tmp_path):
+    """CUDA-only int4 kernels: quantize, save as safetensors, load back with optpipe.load, same logits."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    if method == "torchao-int4-gemlite":
+        pytest.importorskip("gemlite")
+    import optpipe
+
+    bf16 = get_pass("precision_cast").apply(load_candidate(tiny_model_dir, device="cuda"),
+                                            get_pass("precision_cast").Params(dtype="bf16"))
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3]], device="cuda")
+    with torch.inference_mode():
+        ref = bf16.model(ids).logits.float()
+    cand = get_pass("quantize").apply(bf16, params([method], group_size=32))
+    with torch.inference_mode():
+        out = cand.model(ids).logits.float()
+    assert not torch.equal(out, ref)
+    assert torch.nn.functional.cosine_similarity(out.flatten(), ref.flatten(), dim=0) > 0.9
+    again = optpipe.load(cand.save(tmp_path / method), device="cuda")
+    assert again.settings.quantization == method
+    with torch.inference_mode():
+        assert torch.allclose(again.model(ids).logits.float(), out, atol=1e-2)
