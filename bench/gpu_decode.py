@@ -78,11 +78,13 @@ def quantize(model, method: str):
     """The quantize pass's transformers config applied to the in-memory weights (no disk round trip)."""
     import torch
 
-    from optpipe.passes.quantize import QuantizeParams, quantization_config
+    from optpipe.passes.quantize import QuantizeParams, method_dtype, quantization_config
+    from optpipe.runtime import torch_dtype
 
     params = QuantizeParams.model_validate({"pass": "quantize", "methods": [method]})
     state = model.state_dict()
-    quantized = type(model).from_pretrained(None, config=model.config, state_dict=state, dtype=torch.bfloat16,
+    dtype = torch_dtype(method_dtype(method, "bf16"))
+    quantized = type(model).from_pretrained(None, config=model.config, state_dict=state, dtype=dtype,
                                             quantization_config=quantization_config(params, method), device_map="cuda")
     del state
     return quantized.eval()

@@ -180,16 +180,24 @@ class Quantize(Pass):
         (method,) = params.methods
         if method in CALIBRATED:
             return apply_calibrated(candidate, params, method)
+        dtype = method_dtype(method, candidate.settings.dtype)
         tmp = tempfile.mkdtemp(prefix="optpipe-quant-")
         try:
             candidate.save(tmp)
             model = AutoModelForCausalLM.from_pretrained(
                 tmp, quantization_config=quantization_config(params, method), device_map=candidate.settings.device,
-                dtype=torch_dtype(candidate.settings.dtype), attn_implementation=candidate.settings.attn_implementation)
+                dtype=torch_dtype(dtype), attn_implementation=candidate.settings.attn_implementation)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         model.eval()
-        return TorchCandidate(model, candidate.tokenizer, candidate.settings).with_settings(quantization=method)
+        return TorchCandidate(model, candidate.tokenizer, candidate.settings).with_settings(quantization=method, dtype=dtype)
+
+
+def method_dtype(method: str, parent_dtype: str) -> str:
+    """The activation dtype a method runs in. gemlite's kernels compute in the dtype of the scales,
+    and torchao's HQQ step makes them fp16 whatever the weights were: a bf16 model fails in Triton
+    with "Both operands must be same dtype. Got bf16 and fp16" (H200 run 13), so gemlite runs fp16."""
+    return "fp16" if method == "torchao-int4-gemlite" else parent_dtype
 
 
 CALIBRATED = ("gptq-4bit", "awq-4bit")
