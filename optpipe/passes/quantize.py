@@ -10,7 +10,7 @@ quantization integration, so the saved candidate is a standard checkpoint with a
 | bnb-int8 | bitsandbytes LLM.int8 | CUDA; CPU with bitsandbytes >= 0.45 (its CPU backend) |
 | bnb-nf4, bnb-fp4 | bitsandbytes 4-bit (double quant, compute dtype as params) | same |
 | torchao-int8wo | torchao int8 weight-only | CPU and CUDA |
-| torchao-int8dq | torchao int8 dynamic activations + int8 weights | CPU and CUDA |
+| torchao-int8dq | torchao int8 dynamic activations + int8 weights | CPU (refused on CUDA: its decode stalled on an H200) |
 | torchao-int4wo | torchao int4 weight-only, group size param (tile_packed_to_4d) | CUDA |
 | torchao-float8wo | torchao float8 weight-only | CUDA, compute capability >= 8.9 |
 | torchao-int4-gemlite | torchao HQQ int4 (group size param) packed for gemlite's Triton GEMV kernels | CUDA, with gemlite |
@@ -93,6 +93,10 @@ def method_requirements(method: str, target, env) -> list[str]:
             reasons.append("needs torchao (pip install 'optpipe[quant]')")
         if method == "torchao-int4wo" and device != "cuda":
             reasons.append("torchao int4 weight-only needs CUDA (tile_packed_to_4d kernels); this build runs on the CPU")
+        if method == "torchao-int8dq" and device == "cuda":
+            reasons.append("torchao int8 dynamic quantization did not finish a 64-token decode benchmark of "
+                           "SmolLM2-135M in over 4 minutes on an H200 (torchao 0.17, torch 2.11; twice), so "
+                           "optpipe refuses it on CUDA; use torchao-int8wo (same weights, bf16 activations)")
         if method == "torchao-int4-gemlite":
             if not env.has_package("gemlite"):
                 reasons.append("needs gemlite, whose Triton kernels it runs (pip install gemlite)")

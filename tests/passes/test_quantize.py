@@ -37,6 +37,9 @@ def test_requirements_explain_what_cannot_run_here():
     assert "int4 weight-only needs CUDA" in text and "compute capability >= 8.9" in text
     assert "torchao-int4-gemlite: gemlite packs and runs its weights with Triton on CUDA" in text
     assert q.requirements(params(CPU_METHODS), load_target("cpu-x86"), cpu_env) == []
+    gpu_env = dataclasses.replace(ENV, has_cuda=True, gpu_capability="9.0")
+    assert any("int8 dynamic quantization did not finish" in r
+               for r in q.requirements(params(["torchao-int8dq"]), load_target("h100-80g"), gpu_env))
     no_libs = dataclasses.replace(cpu_env, packages={})
     import optpipe.hostenv as he
 
