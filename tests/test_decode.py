@@ -130,8 +130,10 @@ def test_fused_step_calls_quantized_projections_unfused():
 
 
 
-def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
-    """o_proj/down_proj above the size threshold run as optpipe::linear (cuBLAS, not fused by Inductor)."""
+@pytest.mark.parametrize("cublas, per_layer, heads", [("out", 2, 0), ("all", 4, 15)])
+def test_large_projections_go_through_the_opaque_linear(monkeypatch, cublas, per_layer, heads):
+    """Above the size threshold, o_proj/down_proj run as optpipe::linear (cuBLAS, not fused by
+    Inductor); cublas="all" (a bench variant) sends q|k|v, gate|up and lm_head there too. Same tokens."""
     import optpipe.fused_decode as fd
 
     model = _tiny("llama")
@@ -141,24 +143,9 @@ def test_large_output_projections_go_through_the_opaque_linear(monkeypatch):
     real = fd.cublas_linear()
     monkeypatch.setattr(fd, "CUBLAS_MIN_WEIGHT_BYTES", 0)
     monkeypatch.setattr(fd, "cublas_linear", lambda: lambda x, w: calls.append(w.shape) or real(x, w))
-    assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None), ids, 16), eager)
-    assert len(calls) == 16 * 2 * 2  # (prefill + 15 steps) x 2 layers x (o_proj, down_proj)
+    assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None, cublas=cublas), ids, 16), eager)
+    assert len(calls) == 16 * 2 * per_layer + heads  # (prefill + 15 steps) x 2 layers x projections (+ 15 heads)
     assert torch.equal(real(ids.float()[:, :16].expand(3, 16), torch.eye(16)), ids.float()[:, :16].expand(3, 16))
-
-
-def test_cublas_all_routes_every_large_projection_and_the_head(monkeypatch):
-    """cublas="all" (a bench variant): q|k|v, gate|up and lm_head go through optpipe::linear too; same tokens."""
-    import optpipe.fused_decode as fd
-
-    model = _tiny("llama")
-    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(4))
-    eager = greedy(EagerDecoder(model), ids, 16)
-    calls = []
-    real = fd.cublas_linear()
-    monkeypatch.setattr(fd, "CUBLAS_MIN_WEIGHT_BYTES", 0)
-    monkeypatch.setattr(fd, "cublas_linear", lambda: lambda x, w: calls.append(w.shape) or real(x, w))
-    assert torch.equal(greedy(fd.FusedStepDecoder(model, max_cache_len=48, mode=None, cublas="all"), ids, 16), eager)
-    assert len(calls) == 16 * 2 * 4 + 15  # (prefill + 15 steps) x 2 layers x 4 projections + 15 heads
 
 
 def test_fusion_is_redone_after_weights_are_replaced():
