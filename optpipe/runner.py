@@ -183,6 +183,18 @@ class BuildResult:
 Progress = Callable[[str, Any], None]
 
 
+KL_REFERENCES_KEPT = 3
+
+
+def prune_kl_references(current: Path, keep: int = KL_REFERENCES_KEPT) -> None:
+    """Reference log-probs are kl_tokens x vocab float32 (200 MB for SmolLM2 at 1024): a nightly
+    build makes a new one whenever the model or stack changes. Keep the newest few; an older
+    baseline that comes back is simply measured again."""
+    refs = sorted(current.parent.glob("kl-reference-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in refs if p != current][max(keep - 1, 0):]:
+        old.unlink(missing_ok=True)
+
+
 def _quiet(event: str, payload: Any) -> None:
     pass
 
@@ -272,6 +284,8 @@ class Build:
                                         on_progress=lambda msg: self.progress("measure", (rec, msg)))
         rec.status = "measured"
         self.cache.put(rec.cache_key, rec.measurements)
+        if rec.index == 0:
+            prune_kl_references(kl_ref)
 
     def _judge(self, rec: CandidateRecord) -> None:
         from optpipe.budget import Check

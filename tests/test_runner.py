@@ -166,3 +166,16 @@ def test_best_ranks_by_lower_bound_of_speed():
 
     steady, noisy = rec(18.0, 0.2, 3), rec(18.7, 8.1, 10)
     assert min([noisy, steady], key=b._rank_key) is steady
+
+
+def test_old_kl_references_are_pruned(tmp_path):
+    import os
+
+    from optpipe.runner import prune_kl_references
+
+    refs = [tmp_path / f"kl-reference-{i}.pt" for i in range(5)]
+    for i, r in enumerate(refs):
+        r.write_bytes(b"x")
+        os.utime(r, (1000 + i, 1000 + i))
+    prune_kl_references(refs[0], keep=3)  # the current one stays even when it is the oldest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kl-reference-0.pt", "kl-reference-3.pt", "kl-reference-4.pt"]
