@@ -9,9 +9,6 @@ handles, so adding the class to the list is all it takes. Saving and loading mus
 """
 from __future__ import annotations
 
-METHOD = "torchao-int4-gemlite"
-
-
 def register() -> None:
     from torchao.prototype.quantization.uintx.uintx_bit_packed_tensor import UIntxBitPackedTensor
     from torchao.prototype.safetensors import safetensors_utils as allow

@@ -267,7 +267,7 @@ class Build:
         from optpipe.measure.worker import run_isolated
 
         r = self.p.recipe
-        kl_ref = self.out / ".cache" / f"kl-reference-{(self.records[0].cache_key or rec.cache_key)}.pt"
+        kl_ref = self.out / ".cache" / f"kl-reference-{self.records[0].cache_key}.pt"  # records[0]: the baseline
         cached = self.cache.get(rec.cache_key)
         # a cached baseline whose reference log-probs are gone is measured again: later KLs need them
         if cached is not None and not (rec.index == 0 and r.evaluation.kl_tokens and not kl_ref.exists()):

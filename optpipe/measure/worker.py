@@ -116,7 +116,7 @@ def kl_against_reference(recorder, kl_job: dict[str, Any]) -> dict[str, Any]:
     path = Path(kl_job["path"])
     if kl_job.get("write"):
         recorder.save(path)
-        return {"reference": "self (this candidate is the reference)", "n": recorder.count, "mean": 0.0, "se": 0.0}
+        return {"reference": "self (this candidate is the reference)", "n": recorder.count}
     if not path.exists():
         return {"error": f"reference log-probs {path} are missing (the baseline came from an older cache)"}
     reference = torch.load(path, map_location="cpu")
