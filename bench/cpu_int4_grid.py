@@ -8,6 +8,7 @@ window 1024, stride 512) for RTN symmetric/asymmetric and optpipe's GPTQ at each
 
     python bench/cpu_int4_grid.py 64 32        # ~6 minutes on a 2-core CPU
 """
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,9 @@ def perplexity(model, tokenizer) -> float:
 
 def round_to_nearest(model, group: int, symmetric: bool) -> None:
     """In-place RTN int4 of every decoder linear: symmetric like gptq.py, or asymmetric (min..max)."""
-    from optpipe.gptq import QMAX, QMIN, SCALE_DIV, quantizable_linears
     import torch
+
+    from optpipe.passes.quantize.gptq import QMAX, QMIN, SCALE_DIV, quantizable_linears
 
     for mod in quantizable_linears(model).values():
         w = mod.weight.data.float()
@@ -50,9 +52,10 @@ def round_to_nearest(model, group: int, symmetric: bool) -> None:
 def main(groups: list[int]) -> None:
     import torch
 
-    from optpipe.calibration import wikitext_heldout
-    from optpipe.gptq import gptq_model
-    from optpipe.models import load_model, resolve_model
+    from optpipe.passes.quantize.calibration import wikitext_heldout
+    from optpipe.passes.quantize.gptq import gptq_model
+    from optpipe.runtime.source import load_model
+    from optpipe.spec.model_source import resolve_model
 
     torch.manual_seed(0)
     resolved = resolve_model("smollm2-135m")
@@ -67,7 +70,10 @@ def main(groups: list[int]) -> None:
         calib = wikitext_heldout(tok, 32, 512, TOKENS)
         t = time.perf_counter()
         gptq_model(model, calib.ids, g)
-        print(f"GPTQ symmetric group {g:3d} (32x512) ppl {perplexity(model, tok):.4f}  ({time.perf_counter() - t:.0f} s)", flush=True)
+        print(
+            f"GPTQ symmetric group {g:3d} (32x512) ppl {perplexity(model, tok):.4f}  ({time.perf_counter() - t:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

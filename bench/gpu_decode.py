@@ -8,6 +8,7 @@ Each variant runs in a fresh subprocess (no allocator or compile cache shared be
 Random weights: decode speed does not depend on their values. Prints a table per model:
 tok/s, % of the roofline (weights + KV bytes per token / measured copy bandwidth), peak memory.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,13 +23,29 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CONFIGS = {
     # Llama-3.1-8B shape (meta-llama/Llama-3.1-8B config.json); rope scaling does not change speed.
-    "llama-3.1-8b": dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
-                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=8192,
-                         rope_theta=500000.0, tie_word_embeddings=False),
+    "llama-3.1-8b": dict(
+        vocab_size=128256,
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=8192,
+        rope_theta=500000.0,
+        tie_word_embeddings=False,
+    ),
     # SmolLM2-135M shape (the bundled model).
-    "smollm2-135m": dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
-                         num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
-                         rope_theta=100000.0, tie_word_embeddings=True),
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=8192,
+        rope_theta=100000.0,
+        tie_word_embeddings=True,
+    ),
 }
 # The default run: what issue 6 asks to see side by side. Other variants (pass them with --variants):
 # hf-generate-static-compile, optpipe-eager-loop, optpipe-compile (transformers forward, sdpa),
@@ -36,8 +53,16 @@ CONFIGS = {
 # and quantized ones "METHOD" (eager loop) or
 # "METHOD+fused" (fused compiled step) with METHOD one of the quantize pass's methods.
 VARIANTS = ("hf-generate-eager", "hf-generate-sdpa", "optpipe-compile-eager-attn", "optpipe-fused")
-QUANT_VARIANTS = ("optpipe-fused", "bnb-int8", "bnb-nf4", "bnb-nf4+fused", "torchao-int8wo+fused",
-                  "torchao-int4wo+fused", "torchao-int4-gemlite+fused", "torchao-float8wo+fused")
+QUANT_VARIANTS = (
+    "optpipe-fused",
+    "bnb-int8",
+    "bnb-nf4",
+    "bnb-nf4+fused",
+    "torchao-int8wo+fused",
+    "torchao-int4wo+fused",
+    "torchao-int4-gemlite+fused",
+    "torchao-float8wo+fused",
+)
 
 
 def build_model(name: str, attn: str):
@@ -71,21 +96,31 @@ def hf_generate(model, prompt, new_tokens: int, trials: int, **gen_kw) -> dict:
         rates.append((new_tokens - 1) / (tn - t1))
     from optpipe.measure.stats import Spread
 
-    return {"decode_tok_s": Spread.from_values(rates).to_dict(), "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(), "warmup_s": warm}
+    return {
+        "decode_tok_s": Spread.from_values(rates).to_dict(),
+        "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(),
+        "warmup_s": warm,
+    }
 
 
 def quantize(model, method: str):
     """The quantize pass's transformers config applied to the in-memory weights (no disk round trip)."""
-    import torch
 
-    from optpipe.passes.quantize import QuantizeParams, method_dtype, quantization_config
-    from optpipe.runtime import torch_dtype
+    from optpipe.passes.quantize import QuantizeParams
+    from optpipe.passes.quantize.methods import method_dtype, quantization_config
+    from optpipe.runtime.dtypes import torch_dtype
 
     params = QuantizeParams.model_validate({"pass": "quantize", "methods": [method]})
     state = model.state_dict()
     dtype = torch_dtype(method_dtype(method, "bf16"))
-    quantized = type(model).from_pretrained(None, config=model.config, state_dict=state, dtype=dtype,
-                                            quantization_config=quantization_config(params, method), device_map="cuda")
+    quantized = type(model).from_pretrained(
+        None,
+        config=model.config,
+        state_dict=state,
+        dtype=dtype,
+        quantization_config=quantization_config(params, method),
+        device_map="cuda",
+    )
     del state
     return quantized.eval()
 
@@ -108,12 +143,12 @@ def kernel_profile(decoder, prompt, steps: int = 8, top: int = 25) -> str:
 def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int, trials: int) -> dict:
     import torch
 
-    from optpipe.decode import EagerDecoder, StaticGraphDecoder
-    from optpipe.measure.bench import BenchConfig, benchmark
+    from optpipe.measure.bench import benchmark
     from optpipe.measure.nvml import Nvml
     from optpipe.measure.roofline import decode_roofline, measure_copy_bandwidth_gbs
-
-    from optpipe.fused_decode import FusedStepDecoder
+    from optpipe.runtime.decode import EagerDecoder, StaticGraphDecoder
+    from optpipe.runtime.fused_decode import FusedStepDecoder
+    from optpipe.spec.settings import BenchmarkSettings
 
     torch.manual_seed(0)
     attn = "eager" if variant in ("hf-generate-eager",) or "eager-attn" in variant else "sdpa"
@@ -145,8 +180,8 @@ def run_variant(model_name: str, variant: str, prompt_len: int, new_tokens: int,
             dec = EagerDecoder(model)
         else:
             dec = StaticGraphDecoder(model, cache_len, sdpa_backends=backends)
-        cfg = BenchConfig(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
-        res = benchmark(dec, prompt, cfg, nvml=nvml)
+        cfg = BenchmarkSettings(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
+        res = benchmark(dec, prompt, cfg, nvml=nvml).model_dump(mode="json", exclude_none=True)
         res["decoder"] = dec.name
     res["weights_gb"] = weights_gb
     if dec is not None and os.environ.get("OPTPIPE_BENCH_PROFILE"):
@@ -189,8 +224,24 @@ def main() -> None:
     env = dict(os.environ, TORCH_LOGS=os.environ.get("TORCH_LOGS", "recompiles,perf_hints"))
     for model, variant in runs:
         t = time.perf_counter()
-        proc = subprocess.run([sys.executable, __file__, "--child", model, variant, "--prompt", str(a.prompt),
-                               "--new", str(a.new), "--trials", str(a.trials)], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                model,
+                variant,
+                "--prompt",
+                str(a.prompt),
+                "--new",
+                str(a.new),
+                "--trials",
+                str(a.trials),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if proc.returncode != 0:
             r = {"error": proc.stderr[-3000:]}
         else:
@@ -200,14 +251,20 @@ def main() -> None:
         results.setdefault(model, {})[variant] = r
         Path(a.out).write_text(json.dumps(results, indent=2))
         if "error" in r:
-            print(f"{model:14s} {variant:28s} FAILED: {r['error'].strip().splitlines()[-1] if r['error'].strip() else ''}", flush=True)
+            print(
+                f"{model:14s} {variant:28s} FAILED: {r['error'].strip().splitlines()[-1] if r['error'].strip() else ''}",
+                flush=True,
+            )
         else:
             s = r["decode_tok_s"]
             flag = "  <-- above roofline: measurement error" if r["fraction_of_roofline"] > 1 else ""
-            print(f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  weights {r['weights_gb']:.2f} GB  "
-                  f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
-                  f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
-                  f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}", flush=True)
+            print(
+                f"{model:14s} {variant:28s} {s['mean']:9.1f} tok/s (CV {s['cv']:.1%})  weights {r['weights_gb']:.2f} GB  "
+                f"{r['fraction_of_roofline']:6.1%} of roofline {r['roofline']['tok_s']:8.1f} tok/s "
+                f"[copy {r['roofline']['bandwidth_gbs']:.0f} GB/s]  peak alloc {r['cuda_peak_allocated_gb']:.2f} GB  "
+                f"reserved {r['cuda_peak_reserved_gb']:.2f} GB  warm-up {r.get('warmup_s', 0):.0f}s  [{r['gpu']}]{flag}",
+                flush=True,
+            )
             if r.get("kernel_profile"):
                 print(r["kernel_profile"], flush=True)
 

@@ -1,14 +1,16 @@
-"""Command line: a thin layer over the Python API (parse, load, call, print)."""
+"""Command line: a thin layer over the public API in `optpipe.api` (parse, call, print). It imports
+nothing else of optpipe but the errors and their exit codes (an import-linter contract checks it)."""
+
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
-from optpipe.errors import EXIT_BUDGET_INCONCLUSIVE, EXIT_BUDGET_NOT_MET, EXIT_INVALID_INPUT, EXIT_OK, OptpipeError
+from optpipe.errors import OptpipeError, exit_code_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="optpipe: recipe in, measured deployable model out.")
 
@@ -38,7 +40,7 @@ def _fail(exc: OptpipeError) -> None:
 @app.command()
 def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
     """Check a recipe and report every problem at once (file:line: field: message)."""
-    from optpipe.recipe import load_recipe
+    from optpipe.api import load_recipe
 
     try:
         r = load_recipe(recipe)
@@ -47,10 +49,48 @@ def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> No
     _console().print(f"{recipe}: OK ({len(r.passes)} passes, target {r.target})")
 
 
+@app.command(name="plan")
+def plan_(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
+    """Predict each candidate's memory and decode speed on the target before loading anything."""
+    from rich.table import Table
+
+    from optpipe.api import forecast, load_recipe, render_table
+
+    try:
+        r = load_recipe(recipe)
+        f = forecast(r, recipe)
+    except OptpipeError as exc:
+        _fail(exc)
+    console = _console()
+    sh, bm = f.shape, r.benchmark
+    console.print(
+        f"[bold]optpipe plan[/] {recipe}: {sh.model_type}, {sh.total_params / 1e9:.2f} B parameters, "
+        f"{sh.dtype} ({sh.source}; no weights read)"
+    )
+    console.print(
+        f"target {f.target.name}: {f.target.memory_gb:g} GB, {f.target.memory_bandwidth_gbs:g} GB/s; "
+        f"benchmark prompt {bm.prompt_tokens} + {bm.new_tokens} new tokens, batch {bm.batch_size}"
+    )
+    header, *rows = render_table(f.candidates)
+    t = Table(*header, "why")
+    for cells, c in zip(rows, f.candidates):
+        t.add_row(*cells, c.reason)
+    console.print(t)
+    console.print(
+        "peak = weights + KV cache at prompt+new tokens + prefill workspace + runtime overhead; roofline tok/s = "
+        "target bandwidth / bytes read per decode step (an upper bound, not a measurement)",
+        style="dim",
+    )
+    if f.build_problems:
+        console.print("[yellow]optpipe build would refuse this recipe on this host:[/]")
+        for p in f.build_problems:
+            console.print("  " + p.render(), markup=False, soft_wrap=True)
+
+
 @app.command()
 def schema() -> None:
     """Print the recipe JSON Schema (for editor completion and CI checks)."""
-    from optpipe.recipe import recipe_schema
+    from optpipe.api import recipe_schema
 
     print(json.dumps(recipe_schema(), indent=2))
 
@@ -60,13 +100,20 @@ def targets() -> None:
     """List target devices with memory, bandwidth and supported dtypes."""
     from rich.table import Table
 
-    from optpipe.targets import list_targets, load_target
+    from optpipe.api import list_targets, load_target
 
     t = Table("name", "device", "kind", "memory GB", "bandwidth GB/s", "cc", "dtypes")
     for name in list_targets():
         d = load_target(name)
-        t.add_row(d.name, d.display_name, d.kind, f"{d.memory_gb:g}", f"{d.memory_bandwidth_gbs:g}",
-                  d.compute_capability or "–", ", ".join(d.dtypes))
+        t.add_row(
+            d.name,
+            d.display_name,
+            d.kind,
+            f"{d.memory_gb:g}",
+            f"{d.memory_bandwidth_gbs:g}",
+            d.compute_capability or "–",
+            ", ".join(d.dtypes),
+        )
     _console().print(t)
 
 
@@ -75,10 +122,10 @@ def passes() -> None:
     """List passes, their parameters and what each needs to run."""
     from rich.table import Table
 
-    from optpipe.passes import registry
+    from optpipe.api import pass_registry
 
     t = Table("pass", "what it does", "parameters", "requires")
-    for name, cls in registry().items():
+    for name, cls in pass_registry().items():
         fields = [f"{n}" for n in cls.Params.model_fields if n not in ("kind",)]
         t.add_row(name, cls.summary, ", ".join(fields), cls.requires)
     _console().print(t)
@@ -88,7 +135,7 @@ def _live_printer(console):
     """Progress callback: a live table on a terminal, plain lines otherwise."""
     from rich.table import Table
 
-    from optpipe.report import COLUMNS, row
+    from optpipe.api import COLUMNS, row
 
     rows: list[list[str]] = []
     state: dict[str, Any] = {"status": ""}
@@ -111,6 +158,7 @@ def _live_printer(console):
         def render():
             live.update(Group(table(), Text(state["status"], style="dim")))
     else:
+
         def render():
             pass
 
@@ -125,7 +173,7 @@ def _live_printer(console):
             if live is None and not msg.startswith(("perplexity window", "benchmark trial")):
                 console.print(f"  [{rec.index} {rec.name}] {msg}", markup=False)
         elif event == "candidate":
-            rows.append(row(payload.to_dict()))
+            rows.append(row(payload))
             if live is None:
                 console.print("  -> " + " | ".join(f"{c}: {v}" for c, v in zip(COLUMNS, rows[-1])), markup=False)
         render()
@@ -144,14 +192,13 @@ def _live_printer(console):
 @app.command()
 def build(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
-    output_dir: Optional[Path] = typer.Option(None, "--output-dir", "-o", help="Override the recipe's output_dir."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Override the recipe's output_dir."),
     keep_candidates: bool = typer.Option(False, help="Keep every candidate's weights, not only the artifact."),
 ) -> None:
     """Measure the baseline, apply the passes in order, stop at the first candidate within budget."""
     import time
 
-    from optpipe.recipe import load_recipe
-    from optpipe.runner import Build, plan
+    from optpipe.api import Build, load_recipe, plan
 
     console = _console()
     t0 = time.perf_counter()
@@ -163,11 +210,14 @@ def build(
     except OptpipeError as exc:
         _fail(exc)
     ev, bm = r.evaluation, r.benchmark
-    console.print(f"[bold]optpipe build[/] {recipe}: target {p.target.name}, device {p.device}, "
-                  f"{len(p.passes)} passes, stop: {r.stop}")
-    console.print(f"evaluation: HellaSwag {ev.hellaswag_items} items (seed {ev.seed}), WikiText-2 {ev.perplexity_tokens} tokens "
-                  f"(window {ev.perplexity_window}/stride {ev.perplexity_stride}); benchmark: prompt {bm.prompt_tokens}, "
-                  f"{bm.new_tokens} new tokens, batch {bm.batch_size}, {bm.min_trials}-{bm.max_trials} trials")
+    console.print(
+        f"[bold]optpipe build[/] {recipe}: target {p.target.name}, device {p.device}, {len(p.passes)} passes, stop: {r.stop}"
+    )
+    console.print(
+        f"evaluation: HellaSwag {ev.hellaswag_items} items (seed {ev.seed}), WikiText-2 {ev.perplexity_tokens} tokens "
+        f"(window {ev.perplexity_window}/stride {ev.perplexity_stride}); benchmark: prompt {bm.prompt_tokens}, "
+        f"{bm.new_tokens} new tokens, batch {bm.batch_size}, {bm.min_trials}-{bm.max_trials} trials"
+    )
     for w in p.warnings:
         console.print(f"[yellow]note:[/] {w}")
     for pp in p.passes:
@@ -181,89 +231,104 @@ def build(
         _fail(exc)
     stop()
     took = time.perf_counter() - t0
-    console.print(f"status: [bold]{result.status.value}[/]" + (f", selected {result.selected.index} {result.selected.name}" if result.selected else ""))
+    console.print(
+        f"status: [bold]{result.status.value}[/]"
+        + (f", selected {result.selected.index} {result.selected.name}" if result.selected else "")
+    )
     if result.artifact_dir:
         console.print(f"artifact: {result.artifact_dir}")
-    console.print(f"report: {result.output_dir / 'report.md'}  manifest: {result.output_dir / 'manifest.json'}  wall time: {took / 60:.1f} min")
-    code = {"MET": EXIT_OK, "INCONCLUSIVE": EXIT_BUDGET_INCONCLUSIVE}.get(result.status.value, EXIT_BUDGET_NOT_MET)
-    raise typer.Exit(code)
+    console.print(
+        f"report: {result.output_dir / 'report.md'}  manifest: {result.output_dir / 'manifest.json'}  wall time: {took / 60:.1f} min"
+    )
+    raise typer.Exit(exit_code_for(result.status.value))
 
 
-def _measure_dir(directory: Path, device: str, benchmark: dict, evaluation: dict) -> dict:
-    import tempfile
+def _measure_dir(directory: Path, device: str, benchmark: Any, evaluation: Any) -> Any:
+    from optpipe.api import measure_directory
 
-    from optpipe.measure.worker import run_isolated
-
-    if not (directory / "config.json").is_file():
-        _fail(OptpipeError(f"{directory} is not a model directory (no config.json): pass a build's artifact/ dir"))
-    console = _console()
-    job = {"candidate_dir": str(directory), "device": device, "benchmark": benchmark, "evaluation": evaluation}
-    with tempfile.TemporaryDirectory(prefix="optpipe-") as tmp:
-        with console.status("measuring") as status:
-            return run_isolated(job, Path(tmp) / "job", Path(tmp) / "log.txt", on_progress=status.update)
+    with _console().status("measuring") as status:
+        try:
+            return measure_directory(directory, device, benchmark, evaluation, on_progress=status.update)
+        except OptpipeError as exc:
+            status.stop()
+            _fail(exc)
 
 
 @app.command()
 def bench(
     directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
-    prompt_tokens: int = typer.Option(128), new_tokens: int = typer.Option(64), batch_size: int = typer.Option(1),
-    device: str = typer.Option("cpu", help="cpu or cuda"), json_out: Optional[Path] = typer.Option(None, "--json"),
+    prompt_tokens: int = typer.Option(128),
+    new_tokens: int = typer.Option(64),
+    batch_size: int = typer.Option(1),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """Benchmark a saved model in a fresh process with its runtime settings (decode loop, dtype, attention)."""
-    r = _measure_dir(directory, device, {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "batch_size": batch_size},
-                     {"hellaswag_items": 0, "perplexity_tokens": 0})
-    b = r["benchmark"]
-    s = b["decode_tok_s"]
-    _console().print(f"{directory}: decode {s['mean']:.1f} tok/s (CV {s['cv']:.1%}, {s['n']} trials), "
-                     f"TTFT {b['ttft_ms']['p50']:.0f} ms, token latency p50/p95/p99 {b['token_latency_ms']['p50']:.1f}/"
-                     f"{b['token_latency_ms']['p95']:.1f}/{b['token_latency_ms']['p99']:.1f} ms, peak RSS {b['peak_rss_bytes'] / 1e9:.2f} GB")
+    from optpipe.api import BenchmarkSettings, EvaluationSettings
+
+    r = _measure_dir(
+        directory,
+        device,
+        BenchmarkSettings(prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size),
+        EvaluationSettings(hellaswag_items=0, perplexity_tokens=0),
+    )
+    b = r.benchmark
+    s, lat = b.decode_tok_s, b.token_latency_ms
+    _console().print(
+        f"{directory}: decode {s.mean:.1f} tok/s (CV {s.cv:.1%}, {s.n} trials), "
+        f"TTFT {b.ttft_ms.p50:.0f} ms, token latency p50/p95/p99 {lat.p50:.1f}/{lat.p95:.1f}/{lat.p99:.1f} ms, "
+        f"peak RSS {b.peak_rss_bytes / 1e9:.2f} GB"
+    )
     if json_out:
-        json_out.write_text(json.dumps(r, indent=2))
+        json_out.write_text(r.model_dump_json(indent=2, exclude_none=True))
 
 
 @app.command(name="eval")
 def eval_(
     directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
-    hellaswag_items: int = typer.Option(300), perplexity_tokens: int = typer.Option(8192),
-    seed: int = typer.Option(1234), batch_size: int = typer.Option(8), device: str = typer.Option("cpu"),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
+    hellaswag_items: int = typer.Option(300),
+    perplexity_tokens: int = typer.Option(8192),
+    seed: int = typer.Option(1234),
+    batch_size: int = typer.Option(8),
+    device: str = typer.Option("cpu"),
+    json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
     """HellaSwag (lm-eval) and WikiText-2 perplexity of a saved model, with standard errors."""
-    r = _measure_dir(directory, device, {"prompt_tokens": 0, "new_tokens": 2},
-                     {"hellaswag_items": hellaswag_items, "seed": seed, "batch_size": batch_size,
-                      "perplexity_tokens": perplexity_tokens, "perplexity_window": 512, "perplexity_stride": 256})
+    from optpipe.api import EvaluationSettings
+
+    r = _measure_dir(
+        directory,
+        device,
+        None,
+        EvaluationSettings(
+            hellaswag_items=hellaswag_items, seed=seed, batch_size=batch_size, perplexity_tokens=perplexity_tokens
+        ),
+    )
     c = _console()
-    if "hellaswag" in r:
-        h = r["hellaswag"]
-        c.print(f"HellaSwag acc_norm {100 * h['acc_norm']:.2f} ± {100 * h['acc_norm_se']:.2f} (acc {100 * h['acc']:.2f} ± {100 * h['acc_se']:.2f}), n={h['n']}")
-    if "perplexity" in r:
-        c.print(f"WikiText-2 perplexity {r['perplexity']['ppl']:.3f} over {r['perplexity']['tokens_scored']} tokens")
+    if r.hellaswag is not None:
+        h = r.hellaswag
+        c.print(
+            f"HellaSwag acc_norm {100 * h.acc_norm:.2f} ± {100 * h.acc_norm_se:.2f} "
+            f"(acc {100 * h.acc:.2f} ± {100 * h.acc_se:.2f}), n={h.n}"
+        )
+    if r.perplexity is not None:
+        c.print(f"WikiText-2 perplexity {r.perplexity.ppl:.3f} over {r.perplexity.tokens_scored} tokens")
     if json_out:
-        json_out.write_text(json.dumps(r, indent=2))
+        json_out.write_text(r.model_dump_json(indent=2, exclude_none=True))
 
 
 @app.command(name="setup-onnx")
 def setup_onnx(
-    path: Optional[Path] = typer.Option(None, help="Where to create the export environment."),
+    path: Path | None = typer.Option(None, help="Where to create the export environment."),
 ) -> None:
     """Create the ONNX export environment (optimum-onnx pins transformers<4.58, so it lives apart)."""
-    import subprocess
-    import venv
+    from optpipe.api import create_export_environment
 
-    import importlib.metadata as md
-
-    from optpipe.passes.onnx_export import DEFAULT_ENV
-
-    target = path or DEFAULT_ENV
     console = _console()
-    torch_version = md.version("torch").split("+")[0]
-    console.print(f"creating {target} (torch=={torch_version} first, then optimum-onnx[onnxruntime]==0.1.0)")
-    venv.EnvBuilder(with_pip=True, clear=True).create(target)
-    py = str(target / "bin" / "python")
-    for args in (["torch==" + torch_version], ["optimum-onnx[onnxruntime]==0.1.0"]):
-        code = subprocess.call([py, "-m", "pip", "install", "-q", *args])
-        if code != 0:
-            _fail(OptpipeError(f"pip install {' '.join(args)} failed in {target} (exit {code})"))
+    try:
+        py = create_export_environment(path, say=lambda m: console.print(m, markup=False))
+    except OptpipeError as exc:
+        _fail(exc)
     console.print(f"ready: {py}" + ("" if path is None else f"  (export OPTPIPE_ONNX_PYTHON={py})"))
 
 
@@ -271,7 +336,10 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        print("interrupted: measured candidates are in the output dir's manifest.json and cache; run again to resume", file=sys.stderr)
+        print(
+            "interrupted: measured candidates are in the output dir's manifest.json and cache; run again to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
 
 

@@ -1,4 +1,5 @@
-"""Errors a user can act on, and the exit codes the CLI maps them to."""
+"""Errors a user can act on, and the exit codes the CLI maps them (and build outcomes) to."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -58,4 +59,19 @@ class RequirementError(InvalidInputError):
 
 
 class CandidateFailed(OptpipeError):
-    """A pass or a measurement crashed; results already measured are kept."""
+    """Making or measuring one candidate failed in a way that is the candidate's, not optpipe's: the
+    build records it as a failed candidate and goes on (results already measured are kept)."""
+
+
+class PassFailed(CandidateFailed):
+    """A pass could not produce its candidate (the library refused, the model does not suit it, out
+    of memory). Programming errors (TypeError, AttributeError, ...) are never wrapped in this."""
+
+
+class MeasurementFailed(CandidateFailed):
+    """The measurement process of one candidate exited with an error (its log has the traceback)."""
+
+
+def exit_code_for(status: str) -> int:
+    """Exit code of a finished build from its status (MET / NOT MET / INCONCLUSIVE)."""
+    return {"MET": EXIT_OK, "INCONCLUSIVE": EXIT_BUDGET_INCONCLUSIVE}.get(status, EXIT_BUDGET_NOT_MET)

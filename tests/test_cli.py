@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+import torch
 from typer.testing import CliRunner
 
 from optpipe.cli import app
@@ -11,7 +13,7 @@ runner = CliRunner()
 
 
 def test_import_is_light():
-    code = "import sys, optpipe, optpipe.cli, optpipe.recipe; print('torch' in sys.modules)"
+    code = "import sys, optpipe, optpipe.cli, optpipe.api, optpipe.spec.targets; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -36,18 +38,17 @@ def test_schema_targets_passes():
 
 def test_build_refuses_bad_input_before_work(tmp_path):
     bad = tmp_path / "r.yaml"
-    bad.write_text(f"model: {{source: {tmp_path}/nothing.gguf}}\ntarget: cpu-x86\npasses:\n  - pass: precision_cast\n    dtype: fp16\n")
+    bad.write_text(
+        f"model: {{source: {tmp_path}/nothing.gguf}}\ntarget: cpu-x86\npasses:\n  - pass: precision_cast\n    dtype: fp16\n"
+    )
     res = runner.invoke(app, ["build", str(bad)])
     assert res.exit_code == EXIT_INVALID_INPUT
     assert "GGUF file not found" in res.output and "fp16" in res.output
     assert not (tmp_path / "optpipe-out").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA host builds GPU targets")
 def test_gpu_target_refused_on_cpu_host(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        return
     res = runner.invoke(app, ["build", "recipes/rtx4060.yaml"])
     assert res.exit_code == EXIT_INVALID_INPUT
     assert "goals.min_decode_tok_s" in res.output and "goals.max_memory_gb" in res.output

@@ -1,4 +1,5 @@
 """The shipped evaluation data (see optpipe/_data/eval/PROVENANCE.md). Never fetched at run time."""
+
 from __future__ import annotations
 
 import bz2

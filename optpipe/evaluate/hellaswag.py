@@ -5,13 +5,15 @@ argmax of the sums, acc_norm = argmax of sum / len(ending)); we hand it a local 
 the shipped file, so nothing is fetched. Per-item results come back so budgets can be judged on
 paired differences.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from pydantic import BaseModel
 
 from optpipe.evaluate.data import CONTEXT_FORM, HellaSwagItem
 from optpipe.evaluate.stats import mean_se
@@ -40,29 +42,21 @@ metadata:
 """
 
 
-@dataclass
-class HellaSwagResult:
+class HellaSwagResult(BaseModel):
+    """acc / acc_norm with standard errors, and the per-item scores budgets pair on."""
+
     n: int
     acc: float
     acc_se: float
     acc_norm: float
     acc_norm_se: float
-    item_indices: list[int] = field(default_factory=list)
-    item_acc: list[float] = field(default_factory=list)
-    item_acc_norm: list[float] = field(default_factory=list)
-    item_loglikelihoods: list[list[float]] = field(default_factory=list)
+    item_indices: list[int] = []
+    item_acc: list[float] = []
+    item_acc_norm: list[float] = []
+    item_loglikelihoods: list[list[float]] = []
     context_form: str = CONTEXT_FORM
     scorer: str = "lm-eval"
-
-    def to_dict(self) -> dict:
-        return self.__dict__.copy()
-
-
-def hf_lm(model, tokenizer, batch_size: int):
-    """An lm-eval `LM` around an in-memory transformers model (no hub access)."""
-    from lm_eval.models.huggingface import HFLM
-
-    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model.device))
+    seconds: float | None = None
 
 
 def evaluate_hellaswag(lm, items: list[HellaSwagItem]) -> HellaSwagResult:
@@ -75,7 +69,9 @@ def evaluate_hellaswag(lm, items: list[HellaSwagItem]) -> HellaSwagResult:
         data = Path(tmp) / "hellaswag.jsonl"
         with data.open("w") as f:
             for it in items:
-                f.write(json.dumps({"query": it.context, "choices": list(it.endings), "label": it.label, "index": it.index}) + "\n")
+                f.write(
+                    json.dumps({"query": it.context, "choices": list(it.endings), "label": it.label, "index": it.index}) + "\n"
+                )
         (Path(tmp) / f"{TASK_NAME}.yaml").write_text(_TASK_YAML.format(name=TASK_NAME, data=json.dumps(str(data))))
         out = simple_evaluate(
             model=lm,
@@ -91,7 +87,13 @@ def evaluate_hellaswag(lm, items: list[HellaSwagItem]) -> HellaSwagResult:
     m_acc, se_acc = mean_se(acc)
     m_norm, se_norm = mean_se(acc_norm)
     return HellaSwagResult(
-        n=len(samples), acc=m_acc, acc_se=se_acc, acc_norm=m_norm, acc_norm_se=se_norm,
+        n=len(samples),
+        acc=m_acc,
+        acc_se=se_acc,
+        acc_norm=m_norm,
+        acc_norm_se=se_norm,
         item_indices=[int(s["doc"]["index"]) for s in samples],
-        item_acc=acc, item_acc_norm=acc_norm, item_loglikelihoods=lls,
+        item_acc=acc,
+        item_acc_norm=acc_norm,
+        item_loglikelihoods=lls,
     )

@@ -7,24 +7,31 @@ perplexity scores (float32, [n, vocab]); every later candidate of the same build
 positions and compares. Exact (no top-k truncation); the standard error is over tokens, which are
 correlated within a window, so treat it as a lower bound on the uncertainty.
 """
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import BaseModel
 
-@dataclass
-class KLResult:
-    mean: float
-    se: float
-    p99: float
-    max: float
-    n: int
+
+class KLResult(BaseModel):
+    """KL(reference || candidate) in nats/token over `n` positions. The reference candidate itself
+    carries only `reference` (it is the reference) and `n`; a candidate whose reference is missing
+    carries `error`."""
+
+    n: int = 0
+    mean: float | None = None
+    se: float | None = None
+    p99: float | None = None
+    max: float | None = None
     reference: str = "baseline"
+    error: str | None = None
 
-    def to_dict(self) -> dict:
-        return self.__dict__.copy()
+    @property
+    def is_reference(self) -> bool:
+        return self.reference.startswith("self")
 
 
 class LogprobRecorder:
@@ -63,8 +70,9 @@ def kl_from_reference(reference, candidate) -> KLResult:
     import torch
 
     if reference.shape != candidate.shape:
-        raise ValueError(f"KL needs the same positions and vocabulary: reference {tuple(reference.shape)}, "
-                         f"candidate {tuple(candidate.shape)}")
+        raise ValueError(
+            f"KL needs the same positions and vocabulary: reference {tuple(reference.shape)}, candidate {tuple(candidate.shape)}"
+        )
     ref, cand = reference.double(), candidate.double()
     per_token = (ref.exp() * (ref - cand)).sum(dim=-1).clamp_min(0.0)  # clamp: float rounding below 0
     n = per_token.numel()

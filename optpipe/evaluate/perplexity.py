@@ -1,25 +1,24 @@
 """WikiText-2 strided perplexity: tokenize the test text once, slide a window, score only the
 tokens not scored by the previous window (the standard HF recipe), keep per-window sums so that
 budgets can use paired per-window differences."""
+
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+
+from pydantic import BaseModel
 
 
-@dataclass
-class PerplexityResult:
+class PerplexityResult(BaseModel):
     ppl: float
     tokens_scored: int
     window: int
     stride: int
-    window_nll: list[float] = field(default_factory=list)  # summed NLL per window
-    window_tokens: list[int] = field(default_factory=list)
+    window_nll: list[float] = []  # summed NLL per window
+    window_tokens: list[int] = []
     dataset: str = "wikitext-2-raw-v1 test"
-
-    def to_dict(self) -> dict:
-        return self.__dict__.copy()
+    seconds: float | None = None
 
 
 def strided_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -36,9 +35,14 @@ def strided_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
     return spans
 
 
-def evaluate_perplexity(forward_logits: Callable, input_ids, window: int, stride: int,
-                        progress: Callable[[int, int], None] | None = None,
-                        on_logprobs: Callable | None = None) -> PerplexityResult:
+def evaluate_perplexity(
+    forward_logits: Callable,
+    input_ids,
+    window: int,
+    stride: int,
+    progress: Callable[[int, int], None] | None = None,
+    on_logprobs: Callable | None = None,
+) -> PerplexityResult:
     """`forward_logits(ids[1, T]) -> logits[1, T, V]`; `input_ids` is a 1-D LongTensor.
     `on_logprobs([scored, V])` sees each window's scored log-probs in order (for KL)."""
     import torch
@@ -61,8 +65,12 @@ def evaluate_perplexity(forward_logits: Callable, input_ids, window: int, stride
             progress(i + 1, len(spans))
     total = sum(counts)
     return PerplexityResult(
-        ppl=math.exp(sum(nlls) / total), tokens_scored=total, window=window, stride=stride,
-        window_nll=nlls, window_tokens=counts,
+        ppl=math.exp(sum(nlls) / total),
+        tokens_scored=total,
+        window=window,
+        stride=stride,
+        window_nll=nlls,
+        window_tokens=counts,
     )
 
 

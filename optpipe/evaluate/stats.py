@@ -1,4 +1,5 @@
 """Uncertainty of accuracy figures: standard errors and paired differences."""
+
 from __future__ import annotations
 
 import math

@@ -1,1 +1,2 @@
-"""Speed and memory measurement of candidates (benchmark) and the isolated worker that runs it."""
+"""Measuring candidates: the job description, the isolated worker process, the decode benchmark,
+memory-bandwidth roofline, NVML readings, and the typed results."""

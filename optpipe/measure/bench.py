@@ -5,26 +5,18 @@ The decode loop is our own greedy loop over the model's forward with a KV cache 
 `generate`), so the figure is the model's step time and each token is timed on its own. The clock
 synchronizes CUDA before reading the time on GPU; on CPU it is `perf_counter`.
 """
+
 from __future__ import annotations
 
 import resource
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from optpipe.measure.results import BenchmarkResult
 from optpipe.measure.stats import Spread
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    prompt_tokens: int = 128
-    new_tokens: int = 64
-    batch_size: int = 1
-    warmup: int = 1
-    min_trials: int = 3
-    max_trials: int = 10
-    target_cv: float = 0.05
+from optpipe.spec.settings import BenchmarkSettings
 
 
 class Clock:
@@ -74,11 +66,12 @@ def peak_rss_bytes() -> int:
     return ru if sys.platform == "darwin" else ru * 1024
 
 
-def benchmark(decoder, prompt_ids, cfg: BenchConfig, progress: Callable[[str], None] | None = None,
-              nvml: Any = None) -> dict[str, Any]:
-    """Run the benchmark and return a plain dict (it crosses a process boundary).
+def benchmark(
+    decoder, prompt_ids, cfg: BenchmarkSettings, progress: Callable[[str], None] | None = None, nvml: Any = None
+) -> BenchmarkResult:
+    """Run the benchmark (warm-up excluded) and return its record.
 
-    `decoder` is an `optpipe.decode` decoder (eager or static-compiled); `nvml` an optional
+    `decoder` is a `optpipe.runtime.decode` decoder (eager or static-compiled); `nvml` an optional
     `optpipe.measure.nvml.Nvml` for device memory and energy on GPU."""
     import torch
 
@@ -108,25 +101,27 @@ def benchmark(decoder, prompt_ids, cfg: BenchConfig, progress: Callable[[str], N
     latency_ms = Spread.from_values([s * 1000 for s in all_steps])
     energy1 = nvml.energy_mj() if nvml else None
     generated = len(tok_s) * cfg.new_tokens * cfg.batch_size
-    result: dict[str, Any] = {
-        "config": cfg.__dict__,
-        "device": str(device),
-        "decoder": getattr(decoder, "name", type(decoder).__name__),
-        "warmup_s": warmup_s,
-        "energy_j_per_token": ((energy1 - energy0) / 1000 / generated) if energy0 is not None and energy1 is not None else "n/a",
-        "trials": len(tok_s),
-        "decode_tok_s": speed.to_dict(),
-        "decode_tok_s_trials": tok_s,
-        "prefill_tok_s": Spread.from_values(prefill_tok_s).to_dict(),
-        "ttft_ms": Spread.from_values([t * 1000 for t in ttfts]).to_dict(),
-        "token_latency_ms": latency_ms.to_dict(),
-        "stable": speed.cv < cfg.target_cv,
-        "peak_rss_bytes": peak_rss_bytes(),
-    }
+    cuda: dict[str, Any] = {}
     if device.type == "cuda":
-        result["cuda_peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
-        result["cuda_peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        cuda = {
+            "cuda_peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+            "cuda_peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+        }
         if nvml is not None:
-            result["nvml_device_used_bytes"] = nvml.device_used_bytes()
-            result["nvml_process_used_bytes"] = nvml.process_used_bytes()
-    return result
+            cuda |= {"nvml_device_used_bytes": nvml.device_used_bytes(), "nvml_process_used_bytes": nvml.process_used_bytes()}
+    return BenchmarkResult(
+        config=cfg.model_dump(),
+        device=str(device),
+        decoder=getattr(decoder, "name", type(decoder).__name__),
+        warmup_s=warmup_s,
+        energy_j_per_token=((energy1 - energy0) / 1000 / generated) if energy0 is not None and energy1 is not None else "n/a",
+        trials=len(tok_s),
+        decode_tok_s=speed,
+        decode_tok_s_trials=tok_s,
+        prefill_tok_s=Spread.from_values(prefill_tok_s),
+        ttft_ms=Spread.from_values([t * 1000 for t in ttfts]),
+        token_latency_ms=latency_ms,
+        stable=speed.cv < cfg.target_cv,
+        peak_rss_bytes=peak_rss_bytes(),
+        **cuda,
+    )

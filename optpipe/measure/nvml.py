@@ -1,5 +1,6 @@
 """NVML readings: device memory a user actually sees, and energy. 'n/a' where NVML or the counter
 is missing (nvidia-ml-py not installed, or a GPU without the total-energy counter)."""
+
 from __future__ import annotations
 
 import os

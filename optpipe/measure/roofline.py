@@ -1,9 +1,14 @@
 """Memory-bandwidth roofline for batch-1 decode: every decoded token reads all weights once plus
 the KV cache written so far, so tok/s <= bandwidth / bytes_per_token. A measured figure above the
 roofline is a measurement error, never a result."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+
+from optpipe.measure.job import ProjectionJob
+from optpipe.measure.results import BenchmarkResult, ProjectedSpeed, RooflineReport
+from optpipe.spec.settings import BenchmarkSettings
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,36 @@ def measure_copy_bandwidth_gbs(device: str = "cuda", nbytes: int = 1 << 30, iter
     del src, dst
     torch.cuda.empty_cache()
     return 2 * nbytes / seconds / 1e9
+
+
+def roofline_report(
+    model, bench: BenchmarkResult, cfg: BenchmarkSettings, projection: ProjectionJob | None, bandwidth_gbs: float | None = None
+) -> RooflineReport:
+    """Measured decode speed against the memory-bandwidth roofline of this GPU (measured copy
+    bandwidth), flagged when impossible, and projected to the target's bandwidth if it differs."""
+    bw = bandwidth_gbs or measure_copy_bandwidth_gbs()
+    roof = decode_roofline(model, cfg.prompt_tokens, cfg.new_tokens, bw, "measured device-to-device copy")
+    measured = bench.decode_tok_s.mean
+    frac = roof.fraction(measured, cfg.batch_size)
+    error = None
+    if frac > 1.0:
+        error = f"measured {measured:.1f} tok/s is {frac:.0%} of the memory roofline: a measurement error, not a result"
+    projected = None
+    if projection:
+        target_roof = decode_roofline(
+            model, cfg.prompt_tokens, cfg.new_tokens, projection.bandwidth_gbs, f"{projection.target} spec"
+        )
+        projected = ProjectedSpeed(
+            target=projection.target,
+            bandwidth_gbs=projection.bandwidth_gbs,
+            roofline_tok_s=target_roof.tok_s_for_batch(cfg.batch_size),
+            decode_tok_s=min(frac, 1.0) * target_roof.tok_s_for_batch(cfg.batch_size),
+            method="measured fraction of this GPU's roofline x the target's roofline (weights + KV bytes / spec bandwidth)",
+        )
+    return RooflineReport(
+        **roof.to_dict(),
+        roofline_tok_s_at_batch=roof.tok_s_for_batch(cfg.batch_size),
+        fraction=frac,
+        error=error,
+        projected=projected,
+    )

@@ -1,8 +1,10 @@
 """Latency records: percentiles and spread from raw samples (as optimum-benchmark's Latency)."""
+
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+
+from optpipe.files import JsonRecord
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -15,8 +17,7 @@ def percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
-@dataclass(frozen=True)
-class Spread:
+class Spread(JsonRecord, frozen=True):
     n: int
     mean: float
     stdev: float
@@ -34,8 +35,18 @@ class Spread:
             raise ValueError("no samples")
         mean = sum(values) / n
         stdev = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-        return cls(n, mean, stdev, stdev / mean if mean else math.nan,
-                   percentile(values, 50), percentile(values, 95), percentile(values, 99), min(values), max(values))
+        return cls(
+            n=n,
+            mean=mean,
+            stdev=stdev,
+            cv=stdev / mean if mean else math.nan,
+            p50=percentile(values, 50),
+            p95=percentile(values, 95),
+            p99=percentile(values, 99),
+            min=min(values),
+            max=max(values),
+        )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def half_width(self, z: float) -> float:
+        """Half width of the z-interval on the mean."""
+        return z * self.stdev / math.sqrt(self.n)

@@ -1,10 +1,11 @@
-"""Pass registry: importing this package imports every pass module, which registers it."""
+"""Passes: one module (or folder) per pass. `registry()` imports every pass module, which registers it."""
+
 from __future__ import annotations
 
 import importlib
 import pkgutil
 
-from optpipe.passes.base import Pass, PassParams, registered
+from optpipe.passes.base import Pass, PassContext, PassParams, registered, run_pass
 
 _loaded = False
 
@@ -24,4 +25,4 @@ def get_pass(name: str) -> type[Pass]:
     return registry()[name]
 
 
-__all__ = ["Pass", "PassParams", "registry", "get_pass"]
+__all__ = ["Pass", "PassContext", "PassParams", "get_pass", "registry", "run_pass"]

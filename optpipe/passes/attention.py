@@ -3,6 +3,7 @@
 Changes what runs: the model's attention implementation is switched in place through transformers
 and recorded in the runtime settings, which `optpipe.load` re-applies.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -39,8 +40,7 @@ class Attention(Pass):
             reasons.append(f"{params.implementation} needs an NVIDIA GPU target; {target.name} is {target.kind}")
         elif target.compute_capability and float(target.compute_capability) < min_cc:
             reasons.append(
-                f"{params.implementation} needs compute capability >= {min_cc}; "
-                f"{target.name} has {target.compute_capability}"
+                f"{params.implementation} needs compute capability >= {min_cc}; {target.name} has {target.compute_capability}"
             )
         if not env.has_cuda:
             reasons.append(f"{params.implementation} needs CUDA; this host has no CUDA device")
@@ -49,6 +49,6 @@ class Attention(Pass):
         return reasons
 
     @classmethod
-    def apply(cls, candidate, params):
+    def apply(cls, candidate, params, ctx):
         candidate.model.set_attn_implementation(params.implementation)
         return candidate.with_settings(attn_implementation=params.implementation)

@@ -1,21 +1,54 @@
 """What a pass is: a frozen params model, requirements checked at plan time, and `apply`.
 
-A pass lives in one file of this package; defining a `Pass` subclass registers it. The recipe's
-pass list is a discriminated union over every registered `Params` model (field `pass`), so every
-field of every pass is validated up front and appears in the JSON Schema.
+A pass lives in one module (or one folder, for big ones) of this package; defining a `Pass`
+subclass registers it. The recipe's pass list is a discriminated union over every registered
+`Params` model (field `pass`), so every field of every pass is validated up front and appears in the
+JSON Schema. `apply(candidate, params, ctx)` gets everything it may need from the build in a
+`PassContext`; `run_pass` is the one boundary that turns a pass's failures into `PassFailed`.
 """
+
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from optpipe.errors import PassFailed
+
 if TYPE_CHECKING:
-    from optpipe.hostenv import HostEnv
-    from optpipe.runtime import TorchCandidate
-    from optpipe.targets import Target
+    from optpipe.forecast.candidates import CandidateSpec
+    from optpipe.runtime.candidate import Candidate
+    from optpipe.spec.host import HostEnv
+    from optpipe.spec.settings import EvaluationSettings
+    from optpipe.spec.targets import Target
 
 _REGISTRY: dict[str, type["Pass"]] = {}
+
+# Errors that mean optpipe itself is wrong: they are never recorded as a "failed candidate".
+PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
+    TypeError,
+    AttributeError,
+    NameError,
+    ImportError,
+    AssertionError,
+    KeyError,
+    IndexError,
+    SyntaxError,
+)
+
+
+@dataclass(frozen=True)
+class PassContext:
+    """What the build tells a pass: where it runs, for which target, how the result will be
+    evaluated (calibration must stay disjoint from the evaluation text), and a scratch directory."""
+
+    target: "Target"
+    host: "HostEnv"
+    device: str
+    evaluation: "EvaluationSettings"
+    work_dir: Path
 
 
 class PassParams(BaseModel):
@@ -65,8 +98,27 @@ class Pass:
         return [(cls.name, params)]
 
     @classmethod
-    def apply(cls, candidate: "TorchCandidate", params: PassParams) -> "TorchCandidate":
+    def apply(cls, candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":
         raise NotImplementedError
+
+    @classmethod
+    def weights_after(cls, params: PassParams, parent: "CandidateSpec") -> "CandidateSpec | None":
+        """The weight format this pass (one variant of it) leaves, for `optpipe plan`'s forecast before
+        anything is loaded; None when it cannot be forecast. Most passes leave the weights as they are."""
+        return parent
+
+
+def run_pass(pass_cls: type[Pass], candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":
+    """Apply a pass. Whatever stops it from producing a candidate (a library refusing, a model it
+    does not suit, out of memory) becomes PassFailed; programming errors propagate unchanged."""
+    try:
+        return pass_cls.apply(candidate, params, ctx)
+    except PassFailed:
+        raise
+    except PROGRAMMING_ERRORS:
+        raise
+    except Exception as exc:
+        raise PassFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 def registered() -> dict[str, type[Pass]]:

@@ -3,6 +3,7 @@
 Changes what runs for real: parameters are converted, the saved safetensors hold the new dtype
 (so size on disk changes), and the runtime settings record it for `optpipe.load`.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -27,17 +28,18 @@ class PrecisionCast(Pass):
     def requirements(cls, params, target, env) -> list[str]:
         reasons = []
         if not target.supports_dtype(params.dtype):
-            reasons.append(
-                f"target {target.name} does not support {params.dtype} "
-                f"(supported: {', '.join(target.dtypes)})"
-            )
+            reasons.append(f"target {target.name} does not support {params.dtype} (supported: {', '.join(target.dtypes)})")
         if params.dtype == "fp16" and not target.is_gpu:
             reasons.append("fp16 on a CPU target runs through slow reference kernels; use bf16 or fp32")
         return reasons
 
     @classmethod
-    def apply(cls, candidate, params):
-        from optpipe.runtime import torch_dtype
+    def apply(cls, candidate, params, ctx):
+        from optpipe.runtime.dtypes import torch_dtype
 
         candidate.model.to(torch_dtype(params.dtype))
         return candidate.with_settings(dtype=params.dtype)
+
+    @classmethod
+    def weights_after(cls, params, parent):
+        return parent.model_copy(update={"dtype": params.dtype})

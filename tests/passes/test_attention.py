@@ -1,10 +1,11 @@
 import pytest
 import torch
+from pydantic import ValidationError
 
-from optpipe.hostenv import HostEnv
 from optpipe.passes import get_pass
 from optpipe.runtime import load_candidate
-from optpipe.targets import load_target
+from optpipe.runtime.host_probe import detect_host
+from optpipe.spec.targets import load_target
 
 
 def count_sdpa_calls(model, monkeypatch) -> int:
@@ -22,13 +23,13 @@ def count_sdpa_calls(model, monkeypatch) -> int:
     return calls["n"], out
 
 
-def test_eager_and_sdpa_run_different_kernels(tiny_candidate, monkeypatch, tmp_path):
+def test_eager_and_sdpa_run_different_kernels(tiny_candidate, monkeypatch, tmp_path, ctx):
     attention = get_pass("attention")
     layers = tiny_candidate.model.config.num_hidden_layers
 
-    sdpa = attention.apply(tiny_candidate, attention.Params(implementation="sdpa"))
+    sdpa = attention.apply(tiny_candidate, attention.Params(implementation="sdpa"), ctx)
     n_sdpa, out_sdpa = count_sdpa_calls(sdpa.model, monkeypatch)
-    eager = attention.apply(sdpa, attention.Params(implementation="eager"))
+    eager = attention.apply(sdpa, attention.Params(implementation="eager"), ctx)
     n_eager, out_eager = count_sdpa_calls(eager.model, monkeypatch)
 
     assert n_sdpa == layers and n_eager == 0
@@ -42,7 +43,7 @@ def test_eager_and_sdpa_run_different_kernels(tiny_candidate, monkeypatch, tmp_p
 
 def test_flash_requirements_explain_why():
     attention = get_pass("attention")
-    env = HostEnv.detect()
+    env = detect_host()
     reasons = attention.requirements(attention.Params(implementation="flash_attention_2"), load_target("cpu-x86"), env)
     assert any("GPU target" in r for r in reasons)
     if not env.has_cuda:
@@ -54,5 +55,5 @@ def test_flash_requirements_explain_why():
 
 
 def test_unknown_implementation_rejected():
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="implementation"):
         get_pass("attention").Params(implementation="xformers")

@@ -1,25 +1,26 @@
 import torch
 from safetensors import safe_open
 
-from optpipe.hostenv import HostEnv
 from optpipe.passes import get_pass
-from optpipe.runtime import load_candidate, weights_size_bytes
-from optpipe.targets import load_target
+from optpipe.runtime import load_candidate
+from optpipe.runtime.candidate import weights_size_bytes
+from optpipe.runtime.host_probe import detect_host
+from optpipe.spec.targets import load_target
 
-ENV = HostEnv.detect()
+ENV = detect_host()
 
 
 def params(**kw):
     return get_pass("precision_cast").Params(**kw)
 
 
-def test_bf16_changes_what_runs_and_what_is_saved(tiny_candidate, tmp_path):
+def test_bf16_changes_what_runs_and_what_is_saved(tiny_candidate, tmp_path, ctx):
     ids = torch.tensor([[1, 2, 3, 4, 5]])
     with torch.inference_mode():
         ref = tiny_candidate.model(ids).logits
     fp32_dir = tiny_candidate.save(tmp_path / "fp32")
 
-    cand = get_pass("precision_cast").apply(tiny_candidate, params(dtype="bf16"))
+    cand = get_pass("precision_cast").apply(tiny_candidate, params(dtype="bf16"), ctx)
 
     assert cand.settings.dtype == "bf16"
     assert {p.dtype for p in cand.model.parameters()} == {torch.bfloat16}

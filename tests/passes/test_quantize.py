@@ -1,21 +1,23 @@
 """quantize: each CPU-capable method really quantizes, and its artifact loads back in stock
 transformers with the same logits as the in-memory candidate."""
+
 import dataclasses
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from optpipe.hostenv import HostEnv
 from optpipe.passes import get_pass
 from optpipe.runtime import load_candidate
-from optpipe.targets import load_target
+from optpipe.runtime.host_probe import detect_host
+from optpipe.spec.targets import load_target
+from tests.conftest import pass_context
 
 pytest.importorskip("bitsandbytes", reason="quantize tests need the 'quant' extra")
 pytest.importorskip("torchao", reason="quantize tests need the 'quant' extra")
 
 CPU_METHODS = ["bnb-int8", "bnb-nf4", "torchao-int8wo", "torchao-int8dq"]
-ENV = HostEnv.detect()
+ENV = detect_host()
 
 
 def params(methods, **kw):
@@ -31,17 +33,20 @@ def test_variants_one_per_method():
 def test_requirements_explain_what_cannot_run_here():
     q = get_pass("quantize")
     cpu_env = dataclasses.replace(ENV, has_cuda=False, gpu_capability=None)
-    reasons = q.requirements(params(["torchao-int4wo", "torchao-float8wo", "torchao-int4-gemlite"]),
-                             load_target("cpu-x86"), cpu_env)
+    reasons = q.requirements(
+        params(["torchao-int4wo", "torchao-float8wo", "torchao-int4-gemlite"]), load_target("cpu-x86"), cpu_env
+    )
     text = " ".join(reasons)
     assert "int4 weight-only needs CUDA" in text and "compute capability >= 8.9" in text
     assert "torchao-int4-gemlite: gemlite packs and runs its weights with Triton on CUDA" in text
     assert q.requirements(params(CPU_METHODS), load_target("cpu-x86"), cpu_env) == []
     gpu_env = dataclasses.replace(ENV, has_cuda=True, gpu_capability="9.0")
-    assert any("int8 dynamic quantization did not finish" in r
-               for r in q.requirements(params(["torchao-int8dq"]), load_target("h100-80g"), gpu_env))
+    assert any(
+        "int8 dynamic quantization did not finish" in r
+        for r in q.requirements(params(["torchao-int8dq"]), load_target("h100-80g"), gpu_env)
+    )
     no_libs = dataclasses.replace(cpu_env, packages={})
-    import optpipe.hostenv as he
+    import optpipe.spec.host as he
 
     orig = he.package_version
     he.package_version = lambda name: None
@@ -52,12 +57,12 @@ def test_requirements_explain_what_cannot_run_here():
 
 
 @pytest.mark.parametrize("method", CPU_METHODS)
-def test_method_quantizes_and_round_trips(method, tiny_model_dir, tmp_path):
+def test_method_quantizes_and_round_trips(method, tiny_model_dir, tmp_path, ctx):
     ids = torch.tensor([[5, 17, 42, 7, 99, 3]])
     fp = load_candidate(tiny_model_dir)
     with torch.inference_mode():
         ref = fp.model(ids).logits.float()
-    cand = get_pass("quantize").apply(load_candidate(tiny_model_dir), params([method]))
+    cand = get_pass("quantize").apply(load_candidate(tiny_model_dir), params([method]), ctx)
     assert cand.settings.quantization == method
     assert getattr(cand.model.config, "quantization_config", None) is not None
     with torch.inference_mode():
@@ -75,21 +80,22 @@ def test_method_quantizes_and_round_trips(method, tiny_model_dir, tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", ["torchao-int4-gemlite", "torchao-int4wo"])
 def test_cuda_int4_method_round_trips(method, tiny_model_dir, tmp_path):
     """CUDA-only int4 kernels: quantize, save as safetensors, load back with optpipe.load, same logits."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
+    ctx = pass_context(tmp_path, target="h100-80g", device="cuda")
     if method == "torchao-int4-gemlite":
         pytest.importorskip("gemlite")
     import optpipe
 
-    bf16 = get_pass("precision_cast").apply(load_candidate(tiny_model_dir, device="cuda"),
-                                            get_pass("precision_cast").Params(dtype="bf16"))
+    bf16 = get_pass("precision_cast").apply(
+        load_candidate(tiny_model_dir, device="cuda"), get_pass("precision_cast").Params(dtype="bf16"), ctx
+    )
     ids = torch.tensor([[5, 17, 42, 7, 99, 3]], device="cuda")
     with torch.inference_mode():
         ref = bf16.model(ids).logits.float()
-    cand = get_pass("quantize").apply(bf16, params([method], group_size=32))
+    cand = get_pass("quantize").apply(bf16, params([method], group_size=32), ctx)
     assert cand.settings.dtype == ("fp16" if method == "torchao-int4-gemlite" else "bf16")  # gemlite computes in fp16
     with torch.inference_mode():
         out = cand.model(ids).logits.float()

@@ -1,6 +1,7 @@
 """quantize gptq-4bit / awq-4bit: calibrated int4 that is really packed, round-trips through stock
 transformers with the in-memory logits, records its calibration, and never calibrates on the tokens
 perplexity scores."""
+
 import dataclasses
 import hashlib
 
@@ -10,12 +11,13 @@ from pydantic import ValidationError
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM
 
-from optpipe.calibration import CalibrationOverlapError, evaluation_tokens, text_file, wikitext_heldout
-from optpipe.gptq import QMAX, QMIN, gptq_quantize_weight
-from optpipe.hostenv import HostEnv
 from optpipe.passes import get_pass
+from optpipe.passes.quantize.calibration import CalibrationOverlapError, text_file, wikitext_heldout
+from optpipe.passes.quantize.gptq import QMAX, QMIN, gptq_quantize_weight
 from optpipe.runtime import load_candidate
-from optpipe.targets import load_target
+from optpipe.runtime.host_probe import detect_host
+from optpipe.spec.targets import load_target
+from tests.conftest import pass_context
 
 pytest.importorskip("compressed_tensors", reason="GPTQ/AWQ tests need the 'quant' extra")
 
@@ -33,16 +35,15 @@ def _needs(method):
 
 
 def test_requirements_name_missing_packages():
-    import optpipe.hostenv as he
+    import optpipe.spec.host as he
 
     q, target = get_pass("quantize"), load_target("cpu-x86")
-    env = dataclasses.replace(HostEnv.detect(), has_cuda=False, gpu_capability=None)
+    env = dataclasses.replace(detect_host(), has_cuda=False, gpu_capability=None)
     assert q.requirements(params(["gptq-4bit", "awq-4bit"]), target, env) == []  # both run on a CPU
     orig = he.package_version
     he.package_version = lambda name: None
     try:
-        text = " ".join(q.requirements(params(["gptq-4bit", "awq-4bit"]), target,
-                                       dataclasses.replace(env, packages={})))
+        text = " ".join(q.requirements(params(["gptq-4bit", "awq-4bit"]), target, dataclasses.replace(env, packages={})))
     finally:
         he.package_version = orig
     assert "gptq-4bit: needs compressed-tensors" in text and "awq-4bit: needs auto-round" in text
@@ -71,7 +72,7 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs():
     assert err_gptq < 0.7 * err_rtn, (err_gptq, err_rtn)
 
 
-def test_heldout_slice_is_disjoint_from_evaluation(tiny_tokenizer, tiny_candidate):
+def test_heldout_slice_is_disjoint_from_evaluation(tiny_tokenizer, tiny_candidate, tmp_path):
     cal = wikitext_heldout(tiny_tokenizer, samples=4, seq_len=64, eval_tokens=8192)
     start, end = cal.info["token_range"]
     assert cal.ids.shape == (4, 64) and end - start == 256 and start >= 8192
@@ -79,8 +80,10 @@ def test_heldout_slice_is_disjoint_from_evaluation(tiny_tokenizer, tiny_candidat
     with pytest.raises(CalibrationOverlapError, match=r"evaluation\.perplexity_tokens=10000000"):
         wikitext_heldout(tiny_tokenizer, samples=4, seq_len=64, eval_tokens=10_000_000)  # eval takes the whole text
     # the eval count of the build reaches the pass (runner sets it around apply)
-    with evaluation_tokens(10_000_000), pytest.raises(CalibrationOverlapError, match="calibration_samples"):
-        get_pass("quantize").apply(tiny_candidate, params(["gptq-4bit"], **SMALL))
+    with pytest.raises(CalibrationOverlapError, match="calibration_samples"):  # the pass learns it from its context
+        get_pass("quantize").apply(
+            tiny_candidate, params(["gptq-4bit"], **SMALL), pass_context(tmp_path, perplexity_tokens=10_000_000)
+        )
 
 
 def test_file_calibration_records_sha256(tiny_tokenizer, tmp_path):
@@ -92,11 +95,11 @@ def test_file_calibration_records_sha256(tiny_tokenizer, tmp_path):
 
 
 @pytest.mark.parametrize("method", ["gptq-4bit", "awq-4bit"])
-def test_method_packs_int4_and_round_trips(method, tiny_model_dir, tmp_path):
+def test_method_packs_int4_and_round_trips(method, tiny_model_dir, tmp_path, ctx):
     _needs(method)
     with torch.inference_mode():
         ref = load_candidate(tiny_model_dir).model(IDS).logits.float()
-    cand = get_pass("quantize").apply(load_candidate(tiny_model_dir), params([method], **SMALL))
+    cand = get_pass("quantize").apply(load_candidate(tiny_model_dir), params([method], **SMALL), ctx)
     assert cand.settings.quantization == method
     cal = cand.settings.calibration
     assert cal["source"] == "wikitext-heldout" and cal["samples"] == 8 and cal["seq_len"] == 128
@@ -152,7 +155,7 @@ def salient_model_dir(tmp_path_factory, tiny_tokenizer):
     return d
 
 
-def test_awq_keeps_scales_folded_into_norms(salient_model_dir):
+def test_awq_keeps_scales_folded_into_norms(salient_model_dir, ctx):
     """Regression: auto-round (amp on, its default) wrote the norms in bf16 and then restored them from
     the fp32 parent checkpoint, dropping the AWQ scales folded into them while q/k/v and gate/up kept
     theirs (SmolLM2-135M perplexity 25.5 -> ~79,000; here logits cosine ~0.73)."""
@@ -161,9 +164,11 @@ def test_awq_keeps_scales_folded_into_norms(salient_model_dir):
     ids = torch.tensor([list(range(1, 129))])
     with torch.inference_mode():
         ref = parent.model(ids).logits.float()
-    cand = get_pass("quantize").apply(load_candidate(salient_model_dir), params(["awq-4bit"], **SMALL))
-    folded = [not torch.equal(q.input_layernorm.weight.float(), p.input_layernorm.weight.float())
-              for q, p in zip(cand.model.model.layers, parent.model.model.layers)]
+    cand = get_pass("quantize").apply(load_candidate(salient_model_dir), params(["awq-4bit"], **SMALL), ctx)
+    folded = [
+        not torch.equal(q.input_layernorm.weight.float(), p.input_layernorm.weight.float())
+        for q, p in zip(cand.model.model.layers, parent.model.model.layers)
+    ]
     assert any(folded), "AWQ smoothing scales were lost from the RMSNorm weights"
     # the tied embedding / lm_head stay the parent's
     assert torch.equal(cand.model.model.embed_tokens.weight.float(), parent.model.model.embed_tokens.weight.float())

@@ -1,0 +1,103 @@
+"""optpipe's public Python API: everything the CLI (and a user's script) calls. Every YAML recipe has
+a few-line Python equivalent:
+
+    from optpipe.api import Recipe, build
+    result = build(Recipe.load("recipes/cpu.yaml"), "recipes/cpu.yaml")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optpipe.build.engine import Build, BuildResult, build
+from optpipe.build.forecasting import forecast_recipe
+from optpipe.build.plan import Plan, plan
+from optpipe.build.recipe import Recipe, load_recipe, parse_recipe, recipe_schema
+from optpipe.errors import InvalidInputError, Problem
+from optpipe.forecast import CandidateForecast, ModelShape, render_table
+from optpipe.measure.job import measure_job
+from optpipe.measure.launcher import run_isolated
+from optpipe.measure.results import Measurements
+from optpipe.output.report import COLUMNS, row
+from optpipe.passes import registry as pass_registry
+from optpipe.passes.onnx_export.environment import create_export_environment
+from optpipe.runtime import load_candidate as load
+from optpipe.spec.model_source import resolve_model
+from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
+from optpipe.spec.targets import Target, list_targets, load_target
+
+
+def measure_directory(
+    directory: Path,
+    device: str,
+    benchmark: BenchmarkSettings | None,
+    evaluation: EvaluationSettings,
+    on_progress: Callable[[str], None] | None = None,
+) -> Measurements:
+    """Benchmark and/or evaluate a saved model directory (e.g. an artifact) in a fresh process, with
+    its runtime settings, exactly as a build measures its candidates."""
+    if not (Path(directory) / "config.json").is_file():
+        raise InvalidInputError(f"{directory} is not a model directory (no config.json): pass a build's artifact/ dir")
+    job = measure_job(directory, device, evaluation, benchmark)
+    with tempfile.TemporaryDirectory(prefix="optpipe-") as tmp:
+        return run_isolated(job, Path(tmp) / "job", Path(tmp) / "log.txt", on_progress=on_progress)
+
+
+@dataclass
+class PlanForecast:
+    """`optpipe plan`: the forecast of every candidate, and why `build` could not run here (if so)."""
+
+    shape: ModelShape
+    target: Target
+    candidates: list[CandidateForecast]
+    build_problems: list[Problem] = field(default_factory=list)
+
+
+def forecast(recipe: Recipe, recipe_file: str | Path = "<recipe>") -> PlanForecast:
+    """Predict every candidate's memory and roofline speed on the target from the model's config and
+    weight-file headers (no weights are read), then check whether this host could build it."""
+    recipe_file = str(recipe_file)
+    base_dir = Path(recipe_file).parent if recipe_file != "<recipe>" else Path.cwd()
+    spec = recipe.model
+    model = resolve_model(
+        spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
+    )
+    target = load_target(recipe.target)
+    shape, rows = forecast_recipe(recipe, model, target, recipe_file)
+    problems: list[Problem] = []
+    try:
+        plan(recipe, recipe_file)
+    except InvalidInputError as exc:
+        problems = exc.problems
+    return PlanForecast(shape, target, rows, problems)
+
+
+__all__ = [
+    "PlanForecast",
+    "forecast",
+    "render_table",
+    "COLUMNS",
+    "BenchmarkSettings",
+    "Build",
+    "BuildResult",
+    "EvaluationSettings",
+    "Measurements",
+    "Plan",
+    "Recipe",
+    "Target",
+    "build",
+    "create_export_environment",
+    "list_targets",
+    "load",
+    "load_recipe",
+    "load_target",
+    "measure_directory",
+    "parse_recipe",
+    "pass_registry",
+    "plan",
+    "recipe_schema",
+    "row",
+]

@@ -1,0 +1,357 @@
+"""The build loop, top to bottom: plan -> baseline -> for each pass: its variants -> judge ->
+keep the parent of the next pass / stop -> artifact.
+
+manifest.json and report.md are rewritten atomically after every candidate, and measurements are
+cached by content, so a killed build loses nothing it measured and resumes where it stopped. A
+candidate that a pass or its measurement could not produce (`CandidateFailed`) is recorded and the
+build goes on; any other exception is optpipe's own bug and ends the build loudly.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
+from optpipe.build.plan import Plan, PlannedPass, plan
+from optpipe.build.recipe import SCHEMA_VERSION, Recipe
+from optpipe.errors import CandidateFailed, PassFailed
+from optpipe.files import write_json_atomic, write_text_atomic
+from optpipe.judge.budget import Verdict, judge, judge_reference, overall
+from optpipe.judge.ranking import build_status, select_artifact, select_parent
+from optpipe.measure.job import KLReferenceJob, measure_job
+from optpipe.measure.launcher import run_isolated
+from optpipe.output.artifact import write_artifact
+from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
+from optpipe.output.report import markdown
+from optpipe.passes import PassContext, PassParams, get_pass, run_pass
+from optpipe.passes.base import PROGRAMMING_ERRORS
+
+Progress = Callable[[str, Any], None]
+KL_REFERENCES_KEPT = 3
+
+
+@dataclass
+class Kept:
+    """A measured candidate the build holds on to: its record, the live object and its saved files."""
+
+    record: CandidateRecord
+    candidate: Any
+    directory: Path
+
+
+@dataclass
+class BuildResult:
+    status: Verdict
+    selected: CandidateRecord | None
+    candidates: list[CandidateRecord]
+    output_dir: Path
+    artifact_dir: Path | None
+    manifest: Manifest
+
+
+def prune_kl_references(current: Path, keep: int = KL_REFERENCES_KEPT) -> None:
+    """Reference log-probs are kl_tokens x vocab float32 (200 MB for SmolLM2 at 1024): a nightly
+    build makes a new one whenever the model or stack changes. Keep the newest few; an older
+    baseline that comes back is simply measured again."""
+    refs = sorted(current.parent.glob("kl-reference-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in refs if p != current][max(keep - 1, 0) :]:
+        old.unlink(missing_ok=True)
+
+
+def _quiet(event: str, payload: Any) -> None:
+    pass
+
+
+def _slug(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)
+
+
+def save_candidate(candidate: Any, directory: Path) -> None:
+    """Save a candidate's files; a library refusing to serialize what a pass made is the pass's failure."""
+    if directory.exists():
+        shutil.rmtree(directory)
+    try:
+        candidate.save(directory)
+    except PROGRAMMING_ERRORS:
+        raise
+    except Exception as exc:
+        raise PassFailed(f"saving the candidate failed: {type(exc).__name__}: {exc}") from exc
+
+
+class Build:
+    """One build of a plan; `run()` does the work. Events go to `progress(event, payload)`."""
+
+    def __init__(self, p: Plan, progress: Progress = _quiet, keep_candidates: bool = False):
+        self.p = p
+        self.progress = progress
+        self.keep = keep_candidates
+        self.out = p.output_dir
+        self.work = self.out / "work"
+        self.cache = ResultCache(self.out / ".cache")
+        self.records: list[CandidateRecord] = []
+        self.started = datetime.now(timezone.utc)
+        self.model_fp = ""
+        self.status = "running"
+        self.stopped = False  # stop: first and a candidate met every line
+        self.selected: CandidateRecord | None = None
+        self.artifact_dir: Path | None = None
+        self.context = PassContext(
+            target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> BuildResult:
+        parent = self._baseline()
+        for step in self.p.passes:
+            if self.stopped:
+                self._record(
+                    CandidateRecord(
+                        index=step.index,
+                        name=step.name,
+                        chain=[],
+                        status="not run",
+                        reason="stopped at the first candidate that met the budget",
+                    )
+                )
+            elif step.skip_reason:
+                self._record(
+                    CandidateRecord(index=step.index, name=step.name, chain=[], status="skipped", reason=step.skip_reason)
+                )
+            else:
+                parent = self._run_step(step, parent)
+        return self._finish()
+
+    def _baseline(self) -> Kept:
+        from optpipe.runtime.candidate import RuntimeSettings
+        from optpipe.runtime.dtypes import dtype_name
+        from optpipe.runtime.source import load_model
+        from optpipe.runtime.torch_candidate import TorchCandidate
+
+        p = self.p
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.progress("phase", f"fingerprinting model ({p.model.describe()})")
+        self.model_fp = p.model.fingerprint()
+        self.progress("phase", f"loading model ({p.model.describe()})")
+        t = time.perf_counter()
+        model, tokenizer = load_model(p.model, "fp32")
+        cand = TorchCandidate(
+            model,
+            tokenizer,
+            RuntimeSettings(
+                dtype=dtype_name(model.dtype), attn_implementation=model.config._attn_implementation, device=p.device
+            ),
+        )
+        self.progress("phase", f"model loaded in {time.perf_counter() - t:.1f} s: {cand.num_parameters() / 1e6:.1f} M parameters")
+        kept = self._candidate(0, "baseline", [], None, lambda: cand)
+        assert kept is not None  # a failed baseline raises: nothing can be judged without it
+        return kept
+
+    def _run_step(self, step: PlannedPass, parent: Kept) -> Kept:
+        """Every variant of one pass from the same parent; returns the candidate the next pass builds on."""
+        from optpipe.runtime import load_candidate
+
+        pass_cls = get_pass(step.name)
+        variants = pass_cls.variants(step.params)
+        tried: list[Kept] = []
+        for label, params in variants:
+            if label in step.variant_skips:
+                self._record(
+                    CandidateRecord(index=step.index, name=label, chain=[], status="skipped", reason=step.variant_skips[label])
+                )
+                continue
+            if len(variants) == 1:  # an in-place pass works on the live candidate
+                source = parent.candidate
+            else:  # alternatives each start from the parent as saved
+                source = load_candidate(parent.directory, device=self.p.device)
+            self.progress("phase", f"applying {label} {params.chain_params()}")
+            kept = self._candidate(
+                step.index, label, parent.record.chain, params, lambda s=source, v=params: run_pass(pass_cls, s, v, self.context)
+            )
+            if kept is not None:
+                tried.append(kept)
+                if self._stops(kept.record):
+                    self.stopped = True
+                    break
+        if not tried:
+            if len(variants) == 1:  # the failed pass may have changed the live model in place
+                self.progress("phase", f"{step.name} failed; continuing from the previous candidate")
+                parent.candidate = load_candidate(parent.directory, device=self.p.device)
+            return parent
+        best = tried[
+            select_parent([k.record.verdict for k in tried], [k.record.measurements for k in tried], self.p.recipe.objective)
+        ]
+        self._discard([k for k in tried if k is not best] + [parent])
+        return best
+
+    def _finish(self) -> BuildResult:
+        verdicts = [r.verdict for r in self.records]
+        chosen = select_artifact(verdicts, [r.measurements for r in self.records], self.p.recipe.stop, self.p.recipe.objective)
+        self.status = build_status(verdicts).value
+        if chosen is not None:
+            self.selected = self.records[chosen]
+            self.artifact_dir = self.out / "artifact"
+            self.save_progress()
+            write_artifact(Path(self.selected.directory), self.artifact_dir, self.manifest())
+        self.save_progress()
+        if not self.keep:
+            shutil.rmtree(self.work, ignore_errors=True)
+        return BuildResult(Verdict(self.status), self.selected, self.records, self.out, self.artifact_dir, self.manifest())
+
+    # ------------------------------------------------------------------ one candidate
+    def _candidate(
+        self, index: int, label: str, parent_chain: list[dict[str, Any]], params: PassParams | None, make: Callable[[], Any]
+    ) -> Kept | None:
+        """Make, save, measure and judge one candidate. A CandidateFailed is recorded (traceback in
+        logs/) and returns None; everything measured before stays in the manifest."""
+        rec = CandidateRecord(index=index, name=label, chain=list(parent_chain))
+        self.records.append(rec)
+        t0 = time.perf_counter()
+        cand_dir = self.work / f"{index:02d}-{_slug(label)}"
+        try:
+            cand = make()
+            if params is not None:
+                rec.chain = parent_chain + [params.chain_params() | {"pass_version": get_pass(params.kind).version}]
+            rec.cache_key = self._key(rec.chain)
+            save_candidate(cand, cand_dir)
+            self._measure(rec, cand_dir)
+        except CandidateFailed as exc:
+            if index == 0:
+                raise
+            self._record_failure(rec, exc, cand_dir)
+            return None
+        self._judge(rec)
+        rec.seconds = time.perf_counter() - t0
+        rec.directory = str(cand_dir)
+        self.progress("candidate", rec)
+        self.save_progress()
+        return Kept(rec, cand, cand_dir)
+
+    def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
+        r = self.p.recipe
+        kl_ref = self.out / ".cache" / f"kl-reference-{self.records[0].cache_key}.pt"  # records[0]: the baseline
+        cached = self.cache.get(rec.cache_key)
+        # a cached baseline whose reference log-probs are gone is measured again: later KLs need them
+        if cached is not None and not (rec.index == 0 and r.evaluation.kl_tokens and not kl_ref.exists()):
+            rec.measurements, rec.status = cached, "cached"
+            return
+        conditions = self.p.conditions
+        job = measure_job(
+            cand_dir,
+            self.p.device,
+            r.evaluation,
+            r.benchmark,
+            KLReferenceJob(path=str(kl_ref), write=rec.index == 0),
+            conditions.memory_cap_gb,
+            conditions.projection,
+        )
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        rec.measurements = run_isolated(
+            job,
+            cand_dir.parent / f"{cand_dir.name}.job",
+            logs / f"{cand_dir.name}.log",
+            on_progress=lambda msg: self.progress("measure", (rec, msg)),
+        )
+        rec.status = "measured"
+        self.cache.put(rec.cache_key, rec.measurements)
+        if rec.index == 0:
+            prune_kl_references(kl_ref)
+
+    def _judge(self, rec: CandidateRecord) -> None:
+        budget, goals = self.p.recipe.budget, self.p.recipe.goals
+        assert rec.measurements is not None and self.records[0].measurements is not None
+        if rec.index == 0:
+            checks = judge_reference(rec.measurements, budget, goals)
+        else:
+            checks = judge(self.records[0].measurements, rec.measurements, budget, goals)
+        rec.checks = checks
+        rec.verdict = overall(checks).value
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _stops(self, rec: CandidateRecord) -> bool:
+        return rec.verdict == Verdict.MET.value and self.p.recipe.stop == "first"
+
+    def _record(self, rec: CandidateRecord) -> None:
+        self.records.append(rec)
+        self.progress("candidate", rec)
+        self.save_progress()
+
+    def _record_failure(self, rec: CandidateRecord, exc: CandidateFailed, cand_dir: Path) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        rec.status = "failed"
+        rec.reason = message if isinstance(exc, PassFailed) else f"{type(exc).__name__}: {message}"
+        logs = self.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        (logs / f"{rec.index:02d}-{_slug(rec.name)}.error.txt").write_text(traceback.format_exc())
+        self.progress("candidate", rec)
+        self.save_progress()
+        shutil.rmtree(cand_dir, ignore_errors=True)
+
+    def _discard(self, dropped: list[Kept]) -> None:
+        """Free the files of candidates no later step needs (kept with --keep-candidates, or when MET:
+        the artifact may come from them)."""
+        if self.keep:
+            return
+        for k in dropped:
+            if k.record.verdict != Verdict.MET.value:
+                shutil.rmtree(k.directory, ignore_errors=True)
+
+    def _key(self, chain: list[dict[str, Any]]) -> str:
+        p, r = self.p, self.p.recipe
+        return cache_key(
+            {
+                "model": self.model_fp,
+                "chain": chain,
+                "device": p.device,
+                "gpu": p.env.gpu_name,
+                "cpu": p.env.cpu,
+                "evaluation": r.evaluation.model_dump(),
+                "benchmark": r.benchmark.model_dump(),
+                "packages": {k: p.env.packages.get(k) for k in KEY_PACKAGES},
+            }
+        )
+
+    def manifest(self) -> Manifest:
+        from optpipe import __version__
+
+        p = self.p
+        return Manifest(
+            recipe_schema_version=SCHEMA_VERSION,
+            optpipe_version=__version__,
+            recipe_file=p.recipe_file,
+            recipe_hash=p.recipe.content_hash(),
+            recipe=p.recipe.model_dump(mode="json", by_alias=True),
+            model=ModelInfo(description=p.model.describe(), kind=p.model.kind, fingerprint=self.model_fp),
+            target=p.target.model_dump(mode="json"),
+            measured_on=p.device if p.device == "cpu" else f"{p.device} ({p.env.gpu_name})",
+            host=p.env.to_dict(),
+            packages=p.env.packages,
+            started=self.started.isoformat(),
+            updated=datetime.now(timezone.utc).isoformat(),
+            status=self.status,
+            selected=self.selected.name if self.selected else None,
+            artifact_dir=str(self.artifact_dir) if self.artifact_dir else None,
+            pass_chain=[pp.params.chain_params() for pp in p.passes],
+            warnings=p.warnings,
+            candidates=self.records,
+        )
+
+    def save_progress(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        m = self.manifest()
+        write_json_atomic(self.out / "manifest.json", m)
+        write_text_atomic(self.out / "report.md", markdown(m))
+
+
+def build(
+    recipe: Recipe, recipe_file: str | Path = "<recipe>", progress: Progress = _quiet, keep_candidates: bool = False
+) -> BuildResult:
+    """Python API: `optpipe.build(Recipe.load(path))`."""
+    return Build(plan(recipe, recipe_file), progress, keep_candidates).run()

@@ -1,0 +1,199 @@
+"""Plan a build before anything expensive runs: resolve the model source, the device and the target,
+check every pass (and every variant) against what this host and target can do, and report every
+problem at once. Nothing here loads weights."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from optpipe.build.recipe import Recipe
+from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.measure.job import ProjectionJob
+from optpipe.passes import PassParams, get_pass
+from optpipe.runtime.host_probe import detect_host
+from optpipe.spec.host import HostEnv
+from optpipe.spec.model_source import ResolvedModel, resolve_model
+from optpipe.spec.targets import Target, load_target
+from optpipe.spec.yaml_diagnostics import field_line
+
+NO_FILE = "<recipe>"
+
+
+@dataclass
+class PlannedPass:
+    index: int
+    params: PassParams
+    skip_reason: str | None = None
+    variant_skips: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.params.kind
+
+
+@dataclass(frozen=True)
+class MeasurementConditions:
+    """How candidates are measured on this host for this target: memory capped to the target's VRAM
+    (so out-of-memory is real) and decode speed projected to its bandwidth, when the host GPU is not
+    the target."""
+
+    memory_cap_gb: float | None = None
+    projection: ProjectionJob | None = None
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    recipe_file: str
+    target: Target
+    env: HostEnv
+    device: str
+    model: ResolvedModel
+    passes: list[PlannedPass]
+    output_dir: Path
+    conditions: MeasurementConditions = MeasurementConditions()
+    warnings: list[str] = field(default_factory=list)
+
+
+def host_is_target(target: Target, env: HostEnv) -> bool:
+    """Whether the GPU we measure on is the target device itself (then nothing is projected).
+    Matches the target's model token (rtx4060, a100, h100, l4) against the GPU name's words."""
+    if not env.gpu_name:
+        return False
+    words = re.findall(r"[a-z0-9]+", env.gpu_name.lower())
+    tokens = set(words) | {a + b for a, b in zip(words, words[1:])}
+    return target.name.split("-")[0] in tokens
+
+
+def measurement_conditions(device: str, target: Target, env: HostEnv) -> MeasurementConditions:
+    if device != "cuda" or host_is_target(target, env):
+        return MeasurementConditions()
+    cap = target.memory_gb if env.gpu_memory_gb and target.memory_gb < env.gpu_memory_gb else None
+    return MeasurementConditions(cap, ProjectionJob(target=target.name, bandwidth_gbs=target.memory_bandwidth_gbs))
+
+
+def _device(recipe: Recipe, target: Target, env: HostEnv, recipe_file: str) -> tuple[str, list[Problem], list[str]]:
+    """The device to build on, problems that forbid it, and warnings about what is measured where."""
+    device = recipe.device
+    if device == "auto":
+        device = "cuda" if (target.is_gpu and env.has_cuda) else "cpu"
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    if device == "cuda" and not env.has_cuda:
+        problems.append(
+            Problem(
+                recipe_file, None, "device", recipe.device, "this host has no CUDA device; use device: cpu or build on a GPU host"
+            )
+        )
+    if target.has_cuda and device == "cpu":
+        # Accuracy can be built and judged here; speed and memory of a GPU can be neither measured nor
+        # projected from a CPU, so goals that rest on them are refused rather than guessed.
+        for name in ("min_decode_tok_s", "max_p95_token_latency_ms", "max_memory_gb"):
+            value = getattr(recipe.goals, name)
+            if value is not None:
+                problems.append(
+                    Problem(
+                        recipe_file,
+                        None,
+                        f"goals.{name}",
+                        value,
+                        f"{target.name} is a CUDA target and this host has no CUDA device: this goal can be neither "
+                        "measured nor projected here. Run on a CUDA host (any NVIDIA GPU: figures are projected to "
+                        "the target), or remove the goal to build for accuracy only on this CPU",
+                    )
+                )
+        warnings.append(
+            f"building for {target.name} on a CPU-only host: accuracy is real, speed figures are this "
+            "CPU's and say nothing about the target"
+        )
+    elif device == "cpu" and target.kind != "cpu":
+        warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
+    if device == "cuda" and not host_is_target(target, env):
+        warnings.append(
+            f"measuring on {env.gpu_name}, not on {target.display_name}: memory is capped to the target's "
+            f"{target.memory_gb:g} GB and decode speed is projected from the measured fraction of roofline "
+            f"to {target.memory_bandwidth_gbs:g} GB/s; projected figures are labelled"
+        )
+    return device, problems, warnings
+
+
+def _plan_pass(
+    index: int, params: PassParams, target: Target, env: HostEnv, recipe_file: str
+) -> tuple[PlannedPass, list[Problem]]:
+    """Check one pass. With several variants each is judged on its own, and the pass fails only if
+    none can run (or the recipe says fail)."""
+    pass_cls = get_pass(params.kind)
+    planned = PlannedPass(index, params)
+    variants = pass_cls.variants(params)
+    if len(variants) > 1:
+        bad = {label: "; ".join(r) for label, v in variants if (r := pass_cls.requirements(v, target, env))}
+        if bad and params.on_unsupported == "skip" and len(bad) < len(variants):
+            planned.variant_skips = bad
+            reasons: list[str] = []
+        else:
+            reasons = [f"{label}: {why}" for label, why in bad.items()]
+    else:
+        reasons = pass_cls.requirements(params, target, env)
+    if not reasons:
+        return planned, []
+    if params.on_unsupported == "skip":
+        planned.skip_reason = "; ".join(reasons)
+        return planned, []
+    return planned, [
+        Problem(
+            recipe_file,
+            None,
+            f"passes[{index - 1}] ({params.kind})",
+            MISSING,
+            r + " (set on_unsupported: skip to skip this pass instead)",
+        )
+        for r in reasons
+    ]
+
+
+def _output_dir(recipe: Recipe, recipe_file: str) -> Path:
+    stem = Path(recipe_file).stem if recipe_file != NO_FILE else "recipe"
+    return Path(recipe.output_dir.format(recipe=stem))
+
+
+def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None = None) -> Plan:
+    """Check everything that can be checked before loading a model; report all problems at once."""
+    recipe_file = str(recipe_file)
+    base_dir = Path(recipe_file).parent if recipe_file != NO_FILE else Path.cwd()
+    env = env or detect_host()
+    target = load_target(recipe.target)
+    problems: list[Problem] = []
+    model = None
+    try:
+        spec = recipe.model
+        model = resolve_model(
+            spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
+        )
+    except InvalidInputError as exc:
+        problems += exc.problems
+    device, device_problems, warnings = _device(recipe, target, env, recipe_file)
+    problems += device_problems
+    planned = []
+    for i, params in enumerate(recipe.passes):
+        pp, pass_problems = _plan_pass(i + 1, params, target, env, recipe_file)
+        planned.append(pp)
+        problems += pass_problems
+    if problems:
+        if Path(recipe_file).is_file():
+            problems = [replace(pr, line=pr.line or field_line(recipe_file, pr.field)) for pr in problems]
+        raise InvalidInputError(problems)
+    assert model is not None  # resolve_model raised otherwise
+    return Plan(
+        recipe,
+        recipe_file,
+        target,
+        env,
+        device,
+        model,
+        planned,
+        _output_dir(recipe, recipe_file),
+        measurement_conditions(device, target, env),
+        warnings,
+    )

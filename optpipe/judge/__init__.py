@@ -1,0 +1,1 @@
+"""Judging candidates: budget lines with verdicts (MET / NOT MET / INCONCLUSIVE) and ranking."""

@@ -1,0 +1,53 @@
+"""The one description of a measurement job, built in one place for the build engine and the
+`bench` / `eval` commands alike, and handed to the worker process as JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from optpipe.files import JsonRecord
+from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
+
+
+class KLReferenceJob(JsonRecord):
+    """Where the baseline's reference log-probs live; the baseline writes them, the rest compare."""
+
+    path: str
+    write: bool
+
+
+class ProjectionJob(JsonRecord):
+    """Project decode speed to a target device with this memory bandwidth (GB/s, vendor spec)."""
+
+    target: str
+    bandwidth_gbs: float
+
+
+class MeasureJob(JsonRecord):
+    candidate_dir: str
+    device: str = "cpu"
+    benchmark: BenchmarkSettings | None = None  # None: no benchmark
+    evaluation: EvaluationSettings
+    kl_reference: KLReferenceJob | None = None
+    memory_cap_gb: float | None = None  # cap the process's CUDA memory (a target's VRAM) for real
+    projection: ProjectionJob | None = None
+
+
+def measure_job(
+    candidate_dir: str | Path,
+    device: str,
+    evaluation: EvaluationSettings,
+    benchmark: BenchmarkSettings | None,
+    kl_reference: KLReferenceJob | None = None,
+    memory_cap_gb: float | None = None,
+    projection: ProjectionJob | None = None,
+) -> MeasureJob:
+    return MeasureJob(
+        candidate_dir=str(candidate_dir),
+        device=device,
+        benchmark=benchmark,
+        evaluation=evaluation,
+        kl_reference=kl_reference,
+        memory_cap_gb=memory_cap_gb,
+        projection=projection,
+    )

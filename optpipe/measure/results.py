@@ -1,0 +1,97 @@
+"""What one measurement of one candidate produced: typed records shared by the worker (writes them),
+the cache (stores them), the judge (reads them) and the report (prints them)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from optpipe.evaluate.hellaswag import HellaSwagResult
+from optpipe.evaluate.kl import KLResult
+from optpipe.evaluate.perplexity import PerplexityResult
+from optpipe.files import JsonRecord
+from optpipe.measure.stats import Spread
+
+
+class ProjectedSpeed(JsonRecord):
+    """Decode speed projected to a target device this host is not (labelled projected everywhere)."""
+
+    target: str
+    bandwidth_gbs: float
+    roofline_tok_s: float
+    decode_tok_s: float
+    method: str
+
+
+class RooflineReport(JsonRecord):
+    """Measured decode speed against this GPU's memory-bandwidth roofline."""
+
+    bandwidth_gbs: float
+    bandwidth_source: str
+    weight_bytes: int
+    kv_bytes_per_token_avg: float
+    tok_s: float
+    roofline_tok_s_at_batch: float
+    fraction: float
+    error: str | None = None
+    projected: ProjectedSpeed | None = None
+
+
+class BenchmarkResult(JsonRecord):
+    """Decode benchmark of one candidate: speed spread over trials, latencies, memory."""
+
+    config: dict[str, Any]
+    device: str
+    decoder: str
+    warmup_s: float
+    energy_j_per_token: float | str  # "n/a" where NVML has no energy counter
+    trials: int
+    decode_tok_s: Spread
+    decode_tok_s_trials: list[float]
+    prefill_tok_s: Spread
+    ttft_ms: Spread
+    token_latency_ms: Spread
+    stable: bool
+    peak_rss_bytes: int
+    cuda_peak_allocated_bytes: int | None = None
+    cuda_peak_reserved_bytes: int | None = None
+    nvml_device_used_bytes: int | None = None
+    nvml_process_used_bytes: int | None = None
+    roofline: RooflineReport | None = None
+
+
+class Measurements(JsonRecord):
+    """Everything measured about one candidate in one fresh process."""
+
+    load_s: float
+    rss_after_load_bytes: int
+    parameters: int
+    size_bytes: int
+    runtime: dict[str, Any]
+    torch_threads: int
+    nvml: dict[str, Any] | None = None
+    memory_cap_gb: float | None = None
+    benchmark: BenchmarkResult | None = None
+    hellaswag: HellaSwagResult | None = None
+    perplexity: PerplexityResult | None = None
+    kl: KLResult | None = None
+    peak_rss_total_bytes: int | None = None
+
+    def peak_memory_bytes(self) -> float:
+        """The memory figure a 'fits in N GB' goal is judged on (see `memory_kind`)."""
+        bench = self.benchmark
+        if bench is None:
+            return float(self.rss_after_load_bytes) if self.rss_after_load_bytes is not None else math.nan
+        if bench.nvml_process_used_bytes:
+            return float(bench.nvml_process_used_bytes)
+        if bench.cuda_peak_reserved_bytes is not None:
+            return float(bench.cuda_peak_reserved_bytes)
+        return float(bench.peak_rss_bytes)
+
+    def memory_kind(self) -> str:
+        bench = self.benchmark
+        if bench is not None and bench.nvml_process_used_bytes:
+            return "GPU memory used by the process (NVML)"
+        if bench is not None and bench.cuda_peak_reserved_bytes is not None:
+            return "GPU peak reserved (torch)"
+        return "peak RSS during benchmark"

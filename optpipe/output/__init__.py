@@ -1,0 +1,1 @@
+"""What a build writes: the versioned manifest, report.md (and the live table's rows), the artifact."""

@@ -1,0 +1,108 @@
+"""onnx_export: export the candidate to ONNX with KV cache (optimum's exporter) and run it in
+onnxruntime; ORT quantization methods are alternatives, each a candidate of its own.
+
+Why a separate export environment: optimum-onnx 0.1.0 (its latest release) pins transformers<4.58,
+while optpipe's core needs transformers 5.x. The export therefore runs `optimum-cli export onnx` from
+its own virtual environment (`optpipe setup-onnx` creates it, or set OPTPIPE_ONNX_PYTHON to a python
+that has optimum-onnx); optpipe then quantizes and runs the graph with the onnxruntime of its own
+environment. Where optimum-onnx is importable in the current environment, it is used directly.
+
+Methods: fp32 (graph optimizations only), int8-dynamic (`quantize_dynamic`, MatMul weights int8),
+int4 (`MatMulNBitsQuantizer`, 4-bit block-wise weights). The execution provider is the CPU EP;
+CUDA/TensorRT EPs are requirements that fail with the reason.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from optpipe.errors import PassFailed
+from optpipe.passes.base import Pass, PassParams
+from optpipe.passes.onnx_export.environment import SETUP_HINT, export_python
+from optpipe.passes.onnx_export.export import legacy_config, quantize_onnx, run_export
+
+
+class OnnxExportParams(PassParams):
+    kind: Literal["onnx_export"] = Field("onnx_export", alias="pass")
+    methods: list[Literal["fp32", "int8-dynamic", "int4"]] = Field(
+        ["fp32"], min_length=1, description="Alternatives tried in order."
+    )
+    optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="onnxruntime graph optimization level."
+    )
+    provider: Literal["cpu", "cuda", "tensorrt"] = Field("cpu", description="onnxruntime execution provider.")
+    block_size: int = Field(32, description="int4: weights per quantization block.")
+
+
+class OnnxExport(Pass):
+    name = "onnx_export"
+    variant_label = "onnx"
+    Params = OnnxExportParams
+    summary = "Export to ONNX with KV cache (optimum) and run in onnxruntime; fp32 / int8-dynamic / int4 variants."
+    requires = "onnx + onnxruntime (extra 'onnx'); an optimum-onnx export env (`optpipe setup-onnx`); CPU EP (CUDA EP needs onnxruntime-gpu)"
+
+    @classmethod
+    def requirements(cls, params, target, env) -> list[str]:
+        reasons = []
+        for pkg in ("onnx", "onnxruntime"):
+            if not env.has_package(pkg) and not (pkg == "onnxruntime" and env.has_package("onnxruntime-gpu")):
+                reasons.append(f"needs {pkg} (pip install 'optpipe[onnx]')")
+        if export_python() is None:
+            reasons.append(f"no optimum-onnx export environment: {SETUP_HINT}")
+        if params.provider == "cuda" and not (env.has_package("onnxruntime-gpu") and env.has_cuda):
+            reasons.append("the CUDA execution provider needs onnxruntime-gpu and a CUDA device")
+        if params.provider == "tensorrt":
+            reasons.append("the TensorRT execution provider is not wired into optpipe yet (needs onnxruntime-gpu with TensorRT)")
+        if "int4" in params.methods:
+            try:
+                import importlib.util
+
+                if importlib.util.find_spec("onnxruntime.quantization.matmul_nbits_quantizer") is None:
+                    reasons.append("int4 needs an onnxruntime with MatMulNBitsQuantizer (>= 1.17)")
+            except ModuleNotFoundError:
+                pass
+        return reasons
+
+    @classmethod
+    def apply(cls, candidate, params, ctx):
+        from optpipe.runtime.candidate import RuntimeSettings
+        from optpipe.runtime.onnx_candidate import OnnxCandidate
+
+        (method,) = params.methods
+        if getattr(candidate.settings, "format", "transformers") != "transformers" or candidate.settings.quantization:
+            raise PassFailed("onnx_export needs an unquantized transformers candidate; put it before quantize")
+        src = Path(tempfile.mkdtemp(prefix="optpipe-onnx-src-"))
+        out = Path(tempfile.mkdtemp(prefix="optpipe-onnx-"))
+        try:
+            candidate.save(src)
+            legacy_config(src)
+            run_export(src, out)
+        finally:
+            shutil.rmtree(src, ignore_errors=True)
+        candidate.tokenizer.save_pretrained(out)
+        quantize_onnx(out, method, params.block_size)
+        settings = RuntimeSettings(
+            format="onnx",
+            dtype="fp32",
+            attn_implementation="onnx",
+            device="cpu",
+            onnx={
+                "method": method,
+                "optimization": params.optimization,
+                "provider": params.provider,
+                "exporter": "optimum-onnx (separate environment)",
+                "export_python": str(export_python()),
+            },
+        )
+        return OnnxCandidate(out, candidate.tokenizer, settings, temporary=True)
+
+    @classmethod
+    def weights_after(cls, params, parent):
+        """fp32 graphs hold fp32 weights; the ORT int8/int4 layouts are not in the forecast's table yet."""
+        (method,) = params.methods
+        return parent.model_copy(update={"dtype": "fp32", "quantization": None}) if method == "fp32" else None

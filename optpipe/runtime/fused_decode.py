@@ -1,0 +1,336 @@
+"""optpipe's own decode step for Llama-family decoders: fused projections, no per-step bookkeeping.
+
+Why: with transformers' forward inside a compiled CUDA graph, an 8B model decoded at ~64 % of the
+memory roofline on an H100 (docs/gpu.md). The remaining time is spent in the shape of the step, not
+in the weights: q/k/v and gate/up are separate GEMVs over the same input, a causal mask over the
+whole static cache is rebuilt every step, and cache bookkeeping adds small kernels. This step
+(the gpt-fast design, written over the model's own modules) does per layer: norm, one fused
+q|k|v GEMV, RoPE from a precomputed table, an in-place KV write, masked attention over the static
+cache, o-proj, norm, one fused gate|up GEMV, the activation and down-proj.
+
+Weights are fused without a copy: q/k/v (and gate/up) rows are concatenated once and the model's
+own Linear weights become views of the fused tensor, so the transformers model keeps working
+(evaluation runs on the same storage) and memory does not grow. Quantized weights (tensor
+subclasses, bnb layers) cannot be concatenated; those projections call their modules instead.
+
+Supported: Llama, Mistral (full attention), Qwen2, Qwen3 (q/k norms). Anything else uses
+`optpipe.runtime.decode.StaticGraphDecoder` (transformers' forward in the graph).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+FUSED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def unsupported_reason(model, max_cache_len: int) -> str | None:
+    """Why the fused step cannot run this model (None when it can)."""
+    cfg = model.config
+    if cfg.model_type not in FUSED_MODEL_TYPES:
+        return f"model type {cfg.model_type!r} (fused step supports {', '.join(FUSED_MODEL_TYPES)})"
+    layer_types = getattr(cfg, "layer_types", None) or []
+    if any(t != "full_attention" for t in layer_types):
+        return "sliding-window layers"
+    window = getattr(cfg, "sliding_window", None)
+    uses_window = getattr(cfg, "use_sliding_window", cfg.model_type == "mistral")
+    if window and uses_window and window < max_cache_len:
+        return f"sliding window {window} < max_cache_len {max_cache_len}"
+    if getattr(cfg, "pretraining_tp", 1) not in (None, 1):
+        return "pretraining_tp > 1"
+    return None
+
+
+def _plain(weight) -> bool:
+    import torch
+
+    return type(weight.data) is torch.Tensor and weight.dtype in (torch.float32, torch.float16, torch.bfloat16)
+
+
+def fuse_linears(linears) -> tuple[Any, Any] | None:
+    """Concatenate the rows of Linear layers that read the same input; their weights (and biases)
+    become views of the result. Returns (weight, bias|None), or None when a weight is quantized.
+    A second decoder over the same model fuses again (one copy, the old storage is freed): cheap
+    next to compiling, and never stale after the model's weights were swapped or cast."""
+    import torch
+
+    if not all(_plain(lin.weight) for lin in linears):
+        return None
+    has_bias = [lin.bias is not None for lin in linears]
+    if any(has_bias) and not all(has_bias):
+        return None
+    # Normal tensors even when called under inference_mode: the model trains/evaluates on them later.
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([lin.weight.data for lin in linears], 0)
+        bias = torch.cat([lin.bias.data for lin in linears], 0) if has_bias[0] else None
+        row = 0
+        for lin in linears:
+            n = lin.weight.shape[0]
+            lin.weight = torch.nn.Parameter(weight[row : row + n], requires_grad=False)
+            if bias is not None:
+                lin.bias = torch.nn.Parameter(bias[row : row + n], requires_grad=False)
+            row += n
+    return weight, bias
+
+
+# Projections whose weight is at least this large go to cuBLAS through an op Inductor cannot look
+# into. With coordinate-descent tuning Inductor turns one-row matmuls into reductions and fuses them
+# with their neighbours: a win for q|k|v and gate|up (many outputs), but the long-K, few-output ones
+# (o_proj, down_proj of an 8B model) then ran at half the bandwidth of cuBLAS's split-K kernels
+# (H200 profile, bench/results/2026-11-25-h200-run4.*). Small weights stay fusable: there, launch
+# count matters more than bandwidth.
+CUBLAS_MIN_WEIGHT_BYTES = 8 << 20
+_cublas_linear = None
+
+
+def cublas_linear():
+    """`optpipe::linear`, F.linear as an opaque custom op (registered once, on first use)."""
+    global _cublas_linear
+    if _cublas_linear is None:
+        import torch
+        import torch.nn.functional as F
+
+        # Explicit schema: this module's postponed annotations are strings, which infer_schema refuses.
+        @torch.library.custom_op("optpipe::linear", mutates_args=(), schema="(Tensor x, Tensor weight) -> Tensor")
+        def linear(x, weight):
+            return F.linear(x, weight)
+
+        @linear.register_fake
+        def _(x, weight):
+            return x.new_empty(*x.shape[:-1], weight.shape[0])
+
+        _cublas_linear = linear
+    return _cublas_linear
+
+
+def _large(weight) -> bool:
+    return weight.numel() * weight.element_size() >= CUBLAS_MIN_WEIGHT_BYTES
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class FusedStep:
+    """The model's layers re-driven by a compact step; holds the fused weights and the KV cache."""
+
+    def __init__(self, model, max_cache_len: int, batch: int, attention: str = "matmul", cublas: str = "out"):
+        import torch
+
+        self.model = model
+        self.attention = attention  # "matmul" (cuBLAS) or "reduce" (Inductor reductions)
+        self.cublas = cublas  # "out": o/down projections to cuBLAS; "all": also q|k|v, gate|up, lm_head
+        cfg = model.config
+        self.inner = model.model
+        self.layers = list(self.inner.layers)
+        self.n_heads = cfg.num_attention_heads
+        self.n_kv = getattr(cfg, "num_key_value_heads", None) or self.n_heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.n_heads
+        self.scale = self.head_dim**-0.5
+        self.max_cache_len = max_cache_len
+        self.batch = batch
+        device = next(model.parameters()).device
+        dtype = self.inner.embed_tokens.weight.dtype
+        with torch.inference_mode(False), torch.no_grad():  # usable inside and outside inference_mode
+            self._allocate(model, max_cache_len, batch, device, dtype)
+        self._mark_static()
+
+    def _allocate(self, model, max_cache_len, batch, device, dtype) -> None:
+        import torch
+
+        self.qkv, self.gate_up = [], []
+        for layer in self.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.qkv.append(fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj]))
+            self.gate_up.append(fuse_linears([mlp.gate_proj, mlp.up_proj]))
+            if device.type == "cuda":
+                # Hand the replaced per-projection blocks back layer by layer: otherwise the caching
+                # allocator keeps them and reserved memory grows by the fused size (H100: 25.3 GB
+                # reserved for 16.1 GB of 8B weights), which a memory cap would count.
+                torch.cuda.empty_cache()
+        positions = torch.arange(max_cache_len, device=device).unsqueeze(0)
+        probe = torch.zeros(1, 1, self.head_dim, device=device, dtype=dtype)
+        cos, sin = self.inner.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0].contiguous(), sin[0].contiguous()  # [S, head_dim]
+        shape = (batch, self.n_kv, max_cache_len, self.head_dim)
+        self.k_cache = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.layers]
+        self.v_cache = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.layers]
+        self.positions = torch.arange(max_cache_len, device=device)
+
+    def _mark_static(self) -> None:
+        """CUDA graphs copy every input that is not marked static on each replay; pin ours."""
+        import torch
+
+        tensors = [self.cos, self.sin, self.positions] + self.k_cache + self.v_cache
+        for fused in self.qkv + self.gate_up:
+            if fused is not None:
+                tensors += [t for t in fused if t is not None]
+        for t in tensors:
+            torch._dynamo.mark_static_address(t)
+
+    # -- pieces of a layer -----------------------------------------------------------------
+    def _project(self, fused, modules, h):
+        import torch.nn.functional as F
+
+        if fused is not None:
+            weight, bias = fused
+            if self.cublas == "all" and bias is None and _large(weight):
+                out = cublas_linear()(h, weight)
+            else:
+                out = F.linear(h, weight, bias)
+            sizes = [m.weight.shape[0] for m in modules]
+            return out.split(sizes, dim=-1)
+        return tuple(m(h) for m in modules)
+
+    def _heads(self, layer, h, cos, sin, fused):
+        """q [B,H,T,D], k and v [B,KV,T,D], RoPE applied."""
+        attn = layer.self_attn
+        b, t, _ = h.shape
+        q, k, v = self._project(fused, (attn.q_proj, attn.k_proj, attn.v_proj), h)
+        q = q.view(b, t, self.n_heads, self.head_dim)
+        k = k.view(b, t, self.n_kv, self.head_dim)
+        if getattr(attn, "q_norm", None) is not None:  # Qwen3
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)
+        v = v.view(b, t, self.n_kv, self.head_dim).transpose(1, 2)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        return q, k, v
+
+    def _mlp(self, layer, h, fused):
+        mlp = layer.mlp
+        gate, up = self._project(fused, (mlp.gate_proj, mlp.up_proj), h)
+        return self._out(mlp.down_proj, mlp.act_fn(gate) * up)
+
+    def _out(self, linear, x):
+        """An output projection (o_proj, down_proj): cuBLAS for large plain weights, else the module."""
+        w = linear.weight
+        if linear.bias is None and _plain(w) and _large(w):
+            return cublas_linear()(x, w)
+        return linear(x)
+
+    # -- the two entry points --------------------------------------------------------------
+    def step(self, token, pos):
+        """One token per sequence at position `pos` (a 1-element tensor); returns the argmax."""
+        import torch
+
+        b = token.shape[0]
+        x = self.inner.embed_tokens(token)
+        cos, sin = self.cos[pos].view(1, 1, 1, -1), self.sin[pos].view(1, 1, 1, -1)
+        visible = (self.positions <= pos).view(1, 1, 1, -1)
+        group = self.n_heads // self.n_kv
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._heads(layer, layer.input_layernorm(x), cos, sin, self.qkv[i])
+            kc, vc = self.k_cache[i], self.v_cache[i]
+            kc.index_copy_(2, pos, k)
+            vc.index_copy_(2, pos, v)
+            qg = q.reshape(b, self.n_kv, group, self.head_dim)
+            if self.attention == "reduce":  # products + sums: Inductor fuses them into its own kernels
+                scores = (qg.unsqueeze(-2).float() * kc.unsqueeze(2).float()).sum(-1) * self.scale
+            else:
+                scores = torch.matmul(qg, kc.transpose(-1, -2)) * self.scale  # [B, KV, G, S]
+            scores = scores.masked_fill(~visible, float("-inf"))
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            if self.attention == "reduce":
+                out = (probs.unsqueeze(-1) * vc.unsqueeze(2).float()).sum(-2).to(q.dtype)
+            else:
+                out = torch.matmul(probs.to(q.dtype), vc)
+            out = out.reshape(b, 1, self.n_heads * self.head_dim)
+            x = x + self._out(layer.self_attn.o_proj, out)
+            x = x + self._mlp(layer, layer.post_attention_layernorm(x), self.gate_up[i])
+        logits = (
+            self._out(self.model.lm_head, self.inner.norm(x)) if self.cublas == "all" else self.model.lm_head(self.inner.norm(x))
+        )
+        return logits.argmax(-1)
+
+    def prefill(self, ids):
+        """The prompt from position 0: fills the cache, returns the argmax after the last token."""
+        import torch.nn.functional as F
+
+        t = ids.shape[1]
+        x = self.inner.embed_tokens(ids)
+        cos, sin = self.cos[:t].view(1, 1, t, -1), self.sin[:t].view(1, 1, t, -1)
+        for i, layer in enumerate(self.layers):
+            q, k, v = self._heads(layer, layer.input_layernorm(x), cos, sin, self.qkv[i])
+            self.k_cache[i][:, :, :t] = k
+            self.v_cache[i][:, :, :t] = v
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.n_kv != self.n_heads)
+            x = x + self._out(layer.self_attn.o_proj, out.transpose(1, 2).reshape(ids.shape[0], t, -1))
+            x = x + self._mlp(layer, layer.post_attention_layernorm(x), self.gate_up[i])
+        logits = self.model.lm_head(self.inner.norm(x[:, -1:]))
+        return logits.argmax(-1)
+
+
+class FusedStepDecoder:
+    """Decoder interface (reset / prefill / step) over `FusedStep`, compiled like the static decoder:
+    the step with `mode` (reduce-overhead = CUDA graphs), the prefill with mode default."""
+
+    name = "fused-step-compiled"
+
+    def __init__(
+        self,
+        model,
+        max_cache_len: int,
+        mode: str | None = "reduce-overhead",
+        inductor_tuning: bool = True,
+        attention: str = "matmul",
+        cublas: str = "out",
+    ):
+        reason = unsupported_reason(model, max_cache_len)
+        if reason:
+            raise ValueError(f"the fused decode step cannot run this model: {reason}")
+        self.model = model
+        self.max_cache_len = max_cache_len
+        self.mode = mode
+        self.inductor_tuning = inductor_tuning
+        self.attention = attention
+        self.cublas = cublas
+        self.core: FusedStep | None = None
+        self.pos = None
+        if mode is None:
+            self.name = "fused-step"
+
+    def _build(self, batch: int) -> None:
+        import torch
+
+        self.core = FusedStep(self.model, self.max_cache_len, batch, self.attention, self.cublas)
+        if self.mode is None:
+            self._step, self._prefill = self.core.step, self.core.prefill
+            return
+        if self.inductor_tuning:
+            import torch._inductor.config as inductor_config
+
+            # gpt-fast's settings: with coordinate descent tuning Inductor turns one-row matmuls
+            # into tuned reductions it can fuse with the norm before them.
+            inductor_config.coordinate_descent_tuning = True
+            inductor_config.triton.unique_kernel_names = True
+        self._step = torch.compile(self.core.step, mode=self.mode, fullgraph=True, dynamic=False)
+        self._prefill = torch.compile(self.core.prefill, mode="default", dynamic=None)
+
+    def reset(self, batch: int, max_len: int) -> None:
+        import torch
+
+        if max_len > self.max_cache_len:
+            raise ValueError(f"sequence of {max_len} tokens exceeds the static cache ({self.max_cache_len}); raise max_cache_len")
+        if self.core is None or self.core.batch != batch:
+            self._build(batch)
+        # Stale entries beyond the current position are masked out; no need to zero the cache.
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.core.positions.device)
+
+    def prefill(self, ids):
+        n = ids.shape[1]
+        token = self._prefill(ids)
+        self.pos.fill_(n)
+        return token.clone()
+
+    def step(self, token):
+        import torch
+
+        if self.mode and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
+            torch.compiler.cudagraph_mark_step_begin()
+        nxt = self._step(token, self.pos)
+        self.pos.add_(1)
+        return nxt.clone()  # the graph's output buffer is overwritten by the next replay

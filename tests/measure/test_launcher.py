@@ -1,0 +1,51 @@
+"""The isolated measurement worker: real benchmark figures, and no memory leaking in from the parent."""
+
+import pytest
+
+from optpipe.errors import MeasurementFailed
+from optpipe.measure.job import measure_job
+from optpipe.measure.launcher import run_isolated
+from optpipe.measure.stats import Spread, percentile
+from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
+
+BENCH = BenchmarkSettings(prompt_tokens=16, new_tokens=6, min_trials=2, max_trials=3, warmup=1)
+EVAL = EvaluationSettings(
+    hellaswag_items=4, seed=1, batch_size=4, perplexity_tokens=300, perplexity_window=128, perplexity_stride=64
+)
+NO_EVAL = EvaluationSettings(hellaswag_items=0, perplexity_tokens=0)
+
+
+def test_worker_measures_candidate(tiny_model_dir, tmp_path):
+    events = []
+    r = run_isolated(measure_job(tiny_model_dir, "cpu", EVAL, BENCH), tmp_path / "job", tmp_path / "log.txt", events.append)
+    b = r.benchmark
+    assert 2 <= b.trials <= 3 and len(b.decode_tok_s_trials) == b.trials
+    assert b.token_latency_ms.n == b.trials * 5  # new_tokens - 1 timed steps per trial
+    assert b.decode_tok_s.mean > 0 and b.ttft_ms.p50 > 0
+    assert b.token_latency_ms.p50 <= b.token_latency_ms.p95 <= b.token_latency_ms.p99
+    assert r.parameters > 0 and r.size_bytes > 0
+    assert r.hellaswag.n == 4 and r.perplexity.tokens_scored == 299
+    assert r.kl is None  # no reference asked for
+    assert any(e.startswith("benchmark") for e in events) and any(e.startswith("hellaswag") for e in events)
+
+
+def test_parent_memory_does_not_leak_into_child_figure(tiny_model_dir, tmp_path):
+    import torch
+
+    ballast = torch.ones(400_000_000)  # 1.6 GB resident in the parent
+    ballast.add_(1)
+    r = run_isolated(measure_job(tiny_model_dir, "cpu", NO_EVAL, BENCH), tmp_path / "job", tmp_path / "log.txt")
+    assert r.benchmark.peak_rss_bytes < 1.2e9 and r.hellaswag is None and r.perplexity is None
+    del ballast
+
+
+def test_worker_failure_raises_with_log(tmp_path):
+    with pytest.raises(MeasurementFailed, match="exited with 1"):
+        run_isolated(measure_job(tmp_path / "missing", "cpu", EVAL, BENCH), tmp_path / "job", tmp_path / "log.txt")
+
+
+def test_spread_and_percentile():
+    s = Spread.from_values([1.0, 2.0, 3.0, 4.0])
+    assert s.mean == 2.5 and s.p50 == 2.5 and s.min == 1.0 and s.max == 4.0
+    assert percentile([10, 20, 30, 40, 50], 95) == pytest.approx(48.0)
+    assert s.cv == pytest.approx(s.stdev / 2.5)

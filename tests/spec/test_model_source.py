@@ -1,0 +1,32 @@
+import pytest
+
+from optpipe.errors import InvalidInputError
+from optpipe.spec.model_source import resolve_model
+
+
+def test_local_dir(tiny_model_dir):
+    r = resolve_model(str(tiny_model_dir))
+    assert r.kind == "hf-dir"
+    assert r.fingerprint() == resolve_model(str(tiny_model_dir)).fingerprint()
+
+
+def test_bad_sources_say_why(tmp_path):
+    with pytest.raises(InvalidInputError, match="GGUF file not found"):
+        resolve_model(str(tmp_path / "x.gguf"))
+    with pytest.raises(InvalidInputError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(InvalidInputError, match="not a bundled model"):
+        resolve_model("no-such-thing")
+
+
+def test_hub_id_is_recognised():
+    r = resolve_model("meta-llama/Llama-3.1-8B-Instruct", revision="main")
+    assert r.kind == "hub" and len(r.fingerprint()) == 16
+
+
+def test_bundled_model_resolves():
+    from tests.conftest import require_bundled_model
+
+    require_bundled_model()
+    r = resolve_model("smollm2-135m")
+    assert r.kind == "bundled" and r.gguf_file.endswith(".gguf")
