@@ -12,12 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optpipe.build.cache import optpipe_cache_root
 from optpipe.build.engine import Build, BuildResult, build
 from optpipe.build.forecasting import forecast_recipe
-from optpipe.build.plan import Plan, plan
+from optpipe.build.plan import Plan, host_target, plan
 from optpipe.build.recipe import Recipe, load_recipe, parse_recipe, recipe_schema
 from optpipe.errors import InvalidInputError, Problem
 from optpipe.forecast import CandidateForecast, ModelShape, render_table
+from optpipe.measure.calibration import HostCalibration, calibrate_host, calibration_file
 from optpipe.measure.job import measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
@@ -75,7 +77,31 @@ def forecast(recipe: Recipe, recipe_file: str | Path = "<recipe>") -> PlanForeca
     return PlanForecast(shape, target, rows, problems)
 
 
+def calibrate(
+    spec_bandwidth_gbs: float | None = None, shapes: list[str] | None = None, say: Callable[[str], None] = print
+) -> tuple[Path, HostCalibration]:
+    """Calibrate this GPU's two-term decode-step model (a few minutes) and store it where builds on
+    this host find it; projections to other targets then carry an interval."""
+    from optpipe.runtime.host_probe import detect_host
+
+    env = detect_host()
+    if not env.has_cuda or not env.gpu_name:
+        raise InvalidInputError("optpipe calibrate needs a CUDA GPU (it measures this host's decode step)")
+    if spec_bandwidth_gbs is None:
+        own = host_target(env)
+        if own is None:
+            raise InvalidInputError(
+                f"{env.gpu_name} is not in the target catalogue: pass --spec-bandwidth-gbs "
+                "(the vendor's memory bandwidth of this GPU)"
+            )
+        spec_bandwidth_gbs = own.memory_bandwidth_gbs
+    path = calibration_file(optpipe_cache_root(), env.gpu_name, env.packages.get("torch") or "?")
+    return path, calibrate_host(spec_bandwidth_gbs, path, shapes, say=say)
+
+
 __all__ = [
+    "HostCalibration",
+    "calibrate",
     "PlanForecast",
     "forecast",
     "render_table",

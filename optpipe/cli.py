@@ -88,6 +88,27 @@ def plan_(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
 
 
 @app.command()
+def calibrate(
+    spec_bandwidth_gbs: float | None = typer.Option(None, help="This GPU's vendor memory bandwidth (if not in the catalogue)."),
+    shapes: str | None = typer.Option(None, help="Comma list of sweep shapes (default: all four)."),
+) -> None:
+    """Fit this GPU's decode-step model (fixed cost + bytes/bandwidth) so projections carry an interval."""
+    from optpipe.api import calibrate as run_calibration
+
+    console = _console()
+    try:
+        path, cal = run_calibration(
+            spec_bandwidth_gbs, shapes.split(",") if shapes else None, say=lambda m: console.print(m, markup=False)
+        )
+    except OptpipeError as exc:
+        _fail(exc)
+    console.print(
+        f"{cal.gpu}: fixed {cal.fixed_s * 1e3:.3f} ± {cal.fixed_se * 1e3:.3f} ms/step, "
+        f"{cal.efficiency:.0%} of {cal.spec_bandwidth_gbs:g} GB/s spec bandwidth; written to {path}"
+    )
+
+
+@app.command()
 def schema() -> None:
     """Print the recipe JSON Schema (for editor completion and CI checks)."""
     from optpipe.api import recipe_schema

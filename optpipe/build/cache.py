@@ -30,6 +30,14 @@ KEY_PACKAGES = (
 )
 
 
+def optpipe_cache_root() -> Path:
+    """Where optpipe keeps what outlives one output directory (host calibrations): OPTPIPE_CACHE_DIR,
+    else $XDG_CACHE_HOME/optpipe (~/.cache/optpipe)."""
+    if os.environ.get("OPTPIPE_CACHE_DIR"):
+        return Path(os.environ["OPTPIPE_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "optpipe"
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -13,7 +13,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,14 @@ from typing import Any
 from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
 from optpipe.build.plan import Plan, PlannedPass, plan
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
-from optpipe.errors import CandidateFailed, PassFailed
+from optpipe.errors import CandidateFailed, InvalidInputError, PassFailed
 from optpipe.files import write_json_atomic, write_text_atomic
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
+from optpipe.measure.bench import peak_rss_bytes
 from optpipe.measure.job import KLReferenceJob, measure_job
 from optpipe.measure.launcher import run_isolated
+from optpipe.measure.results import Measurements
 from optpipe.output.artifact import write_artifact
 from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
 from optpipe.output.report import markdown
@@ -102,12 +104,15 @@ class Build:
         self.stopped = False  # stop: first and a candidate met every line
         self.selected: CandidateRecord | None = None
         self.artifact_dir: Path | None = None
+        self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
+        self.reference = ""
         self.context = PassContext(
             target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
         )
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> BuildResult:
+        self._forecast()
         parent = self._baseline()
         for step in self.p.passes:
             if self.stopped:
@@ -128,6 +133,29 @@ class Build:
                 parent = self._run_step(step, parent)
         return self._finish()
 
+    def _forecast(self) -> None:
+        """Predict every candidate from config + headers before loading anything (`optpipe plan`)."""
+        from optpipe.build.forecasting import forecast_recipe
+
+        try:
+            _, self.forecast = forecast_recipe(self.p.recipe, self.p.model, self.p.target, self.p.recipe_file)
+        except InvalidInputError as exc:
+            self.p.warnings.append(f"no forecast: {exc}")
+            return
+        for f in self.forecast:
+            peak = f"{f.memory.peak_bytes / 1e9:.2f} GB" if f.memory else "?"
+            self.progress("phase", f"forecast {f.name}: peak {peak} on {self.p.target.name}, fits: {'yes' if f.fits else 'no'}")
+
+    def _baseline_cap(self) -> float | None:
+        """The baseline is the accuracy reference: where the forecast says it cannot fit the target's
+        cap, it is measured uncapped on this host (and its memory line is then NOT MET)."""
+        cap = self.p.conditions.memory_cap_gb
+        base = self.forecast[0] if self.forecast else None
+        if cap is not None and base is not None and not base.fits:
+            self.reference = f"measured uncapped on {self.p.env.gpu_name}: forecast {base.reason}"
+            return None
+        return cap
+
     def _baseline(self) -> Kept:
         from optpipe.runtime.candidate import RuntimeSettings
         from optpipe.runtime.dtypes import dtype_name
@@ -140,7 +168,7 @@ class Build:
         self.model_fp = p.model.fingerprint()
         self.progress("phase", f"loading model ({p.model.describe()})")
         t = time.perf_counter()
-        model, tokenizer = load_model(p.model, "fp32")
+        model, tokenizer = load_model(p.model)  # the checkpoint's own dtype
         cand = TorchCandidate(
             model,
             tokenizer,
@@ -156,6 +184,7 @@ class Build:
     def _run_step(self, step: PlannedPass, parent: Kept) -> Kept:
         """Every variant of one pass from the same parent; returns the candidate the next pass builds on."""
         from optpipe.runtime import load_candidate
+        from optpipe.runtime.saved import SavedCandidate
 
         pass_cls = get_pass(step.name)
         variants = pass_cls.variants(step.params)
@@ -168,11 +197,12 @@ class Build:
                 continue
             if len(variants) == 1:  # an in-place pass works on the live candidate
                 source = parent.candidate
-            else:  # alternatives each start from the parent as saved
-                source = load_candidate(parent.directory, device=self.p.device)
+            else:  # alternatives each start from the parent as saved, loaded only if the pass needs the model
+                source = SavedCandidate(parent.directory, device=self.p.device)
+            ctx = replace(self.context, parent_dir=parent.directory)
             self.progress("phase", f"applying {label} {params.chain_params()}")
             kept = self._candidate(
-                step.index, label, parent.record.chain, params, lambda s=source, v=params: run_pass(pass_cls, s, v, self.context)
+                step.index, label, parent.record.chain, params, lambda s=source, v=params, c=ctx: run_pass(pass_cls, s, v, c)
             )
             if kept is not None:
                 tried.append(kept)
@@ -231,7 +261,18 @@ class Build:
         rec.directory = str(cand_dir)
         self.progress("candidate", rec)
         self.save_progress()
-        return Kept(rec, cand, cand_dir)
+        return Kept(rec, self._held(cand, cand_dir), cand_dir)
+
+    def _held(self, cand: Any, cand_dir: Path) -> Any:
+        """What the build holds of a kept candidate: its files, not the live model, so this process has
+        one copy of the weights at a time (the next pass loads it again only if it needs the model).
+        Quantized candidates stay live: transformers 5 cannot save a quantized checkpoint it loaded
+        back (NotImplementedError in core_model_loading's reverse ops), and they are the small ones."""
+        from optpipe.runtime.saved import SavedCandidate
+
+        if cand.settings.format == "transformers" and not cand.settings.quantization:
+            return SavedCandidate(cand_dir, device=self.p.device)
+        return cand
 
     def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
         r = self.p.recipe
@@ -241,28 +282,37 @@ class Build:
         if cached is not None and not (rec.index == 0 and r.evaluation.kl_tokens and not kl_ref.exists()):
             rec.measurements, rec.status = cached, "cached"
             return
-        conditions = self.p.conditions
+        cap = self._baseline_cap() if rec.index == 0 else self.p.conditions.memory_cap_gb
+        rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap)
+        if rec.index == 0 and rec.measurements.out_of_memory and cap is not None:
+            # the reference must exist: measure it where it fits, uncapped on this host
+            self.reference = f"measured uncapped on {self.p.env.gpu_name}: {rec.measurements.out_of_memory}"
+            self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
+            rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
+        rec.status = "measured"
+        self.cache.put(rec.cache_key, rec.measurements)
+        if rec.index == 0:
+            prune_kl_references(kl_ref)
+
+    def _run_job(self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None) -> Measurements:
+        r = self.p.recipe
         job = measure_job(
             cand_dir,
             self.p.device,
             r.evaluation,
             r.benchmark,
             KLReferenceJob(path=str(kl_ref), write=rec.index == 0),
-            conditions.memory_cap_gb,
-            conditions.projection,
+            cap,
+            self.p.conditions.projection,
         )
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        rec.measurements = run_isolated(
+        return run_isolated(
             job,
             cand_dir.parent / f"{cand_dir.name}.job",
             logs / f"{cand_dir.name}.log",
             on_progress=lambda msg: self.progress("measure", (rec, msg)),
         )
-        rec.status = "measured"
-        self.cache.put(rec.cache_key, rec.measurements)
-        if rec.index == 0:
-            prune_kl_references(kl_ref)
 
     def _judge(self, rec: CandidateRecord) -> None:
         budget, goals = self.p.recipe.budget, self.p.recipe.goals
@@ -340,6 +390,9 @@ class Build:
             artifact_dir=str(self.artifact_dir) if self.artifact_dir else None,
             pass_chain=[pp.params.chain_params() for pp in p.passes],
             warnings=p.warnings,
+            reference=self.reference,
+            build_process_peak_rss_bytes=peak_rss_bytes(),
+            forecast=[f.model_dump(mode="json") for f in self.forecast],
             candidates=self.records,
         )
 

@@ -8,14 +8,16 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from optpipe.build.cache import optpipe_cache_root
 from optpipe.build.recipe import Recipe
 from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.measure.calibration import HostCalibration, calibration_file, load_calibration
 from optpipe.measure.job import ProjectionJob
 from optpipe.passes import PassParams, get_pass
 from optpipe.runtime.host_probe import detect_host
 from optpipe.spec.host import HostEnv
 from optpipe.spec.model_source import ResolvedModel, resolve_model
-from optpipe.spec.targets import Target, load_target
+from optpipe.spec.targets import Target, list_targets, load_target
 from optpipe.spec.yaml_diagnostics import field_line
 
 NO_FILE = "<recipe>"
@@ -67,11 +69,28 @@ def host_is_target(target: Target, env: HostEnv) -> bool:
     return target.name.split("-")[0] in tokens
 
 
+def host_target(env: HostEnv) -> Target | None:
+    """The catalogue entry of this host's GPU, if it has one (its spec bandwidth anchors projections)."""
+    for name in list_targets():
+        t = load_target(name)
+        if t.is_gpu and host_is_target(t, env):
+            return t
+    return None
+
+
+def host_calibration(env: HostEnv) -> HostCalibration | None:
+    """This host's two-term step model from `optpipe calibrate`, if one was made for this GPU + torch."""
+    if not env.gpu_name:
+        return None
+    return load_calibration(calibration_file(optpipe_cache_root(), env.gpu_name, env.packages.get("torch") or "?"))
+
+
 def measurement_conditions(device: str, target: Target, env: HostEnv) -> MeasurementConditions:
     if device != "cuda" or host_is_target(target, env):
         return MeasurementConditions()
     cap = target.memory_gb if env.gpu_memory_gb and target.memory_gb < env.gpu_memory_gb else None
-    return MeasurementConditions(cap, ProjectionJob(target=target.name, bandwidth_gbs=target.memory_bandwidth_gbs))
+    projection = ProjectionJob(target=target.name, bandwidth_gbs=target.memory_bandwidth_gbs, calibration=host_calibration(env))
+    return MeasurementConditions(cap, projection)
 
 
 def _device(recipe: Recipe, target: Target, env: HostEnv, recipe_file: str) -> tuple[str, list[Problem], list[str]]:
@@ -111,10 +130,15 @@ def _device(recipe: Recipe, target: Target, env: HostEnv, recipe_file: str) -> t
     elif device == "cpu" and target.kind != "cpu":
         warnings.append(f"speed and memory are measured on this host's CPU ({env.cpu}), not on {target.display_name}")
     if device == "cuda" and not host_is_target(target, env):
+        calibrated = (
+            "two-term model calibrated on this GPU"
+            if host_calibration(env)
+            else ("uncalibrated fraction of roofline: run `optpipe calibrate` once on this host for the two-term model")
+        )
         warnings.append(
             f"measuring on {env.gpu_name}, not on {target.display_name}: memory is capped to the target's "
-            f"{target.memory_gb:g} GB and decode speed is projected from the measured fraction of roofline "
-            f"to {target.memory_bandwidth_gbs:g} GB/s; projected figures are labelled"
+            f"{target.memory_gb:g} GB and decode speed is projected to {target.memory_bandwidth_gbs:g} GB/s "
+            f"({calibrated}); projected figures are labelled"
         )
     return device, problems, warnings
 

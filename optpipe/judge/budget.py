@@ -113,6 +113,17 @@ def _speed_check(cand: Measurements, limit: float, z: float) -> Check:
         return _not_measured("decode_tok_s", limit)
     s = bench.decode_tok_s
     projected = bench.roofline.projected if bench.roofline else None
+    if projected is not None and projected.low is not None and projected.high is not None:
+        v = projected.decode_tok_s
+        return _lower_limit(
+            "decode_tok_s",
+            v,
+            projected.low,
+            projected.high,
+            limit,
+            f"projected to {projected.target} from {s.mean:.1f} tok/s measured on this GPU ({projected.method})",
+            projected=True,
+        )
     if projected is not None:
         v = projected.decode_tok_s
         half = s.half_width(z) * v / s.mean
@@ -142,6 +153,22 @@ def _latency_check(cand: Measurements, limit: float) -> Check:
     return _upper_limit("p95_token_latency_ms", p95, p95, p95, limit, detail, projected=projected is not None)
 
 
+def _memory_check(cand: Measurements, limit: float) -> Check:
+    if cand.out_of_memory is not None:  # it needs more than the cap it ran under: a lower bound, not a figure
+        need = cand.memory_cap_gb or math.nan
+        return Check(
+            name="memory_gb",
+            limit=limit,
+            value=need,
+            low=need,
+            high=math.inf,
+            verdict=Verdict.NOT_MET if need >= limit else Verdict.INCONCLUSIVE,
+            detail=cand.out_of_memory,
+        )
+    mem = cand.peak_memory_bytes() / GB
+    return _upper_limit("memory_gb", mem, mem, mem, limit, cand.memory_kind())
+
+
 def judge(baseline: Measurements, candidate: Measurements, budget: AccuracyBudget, goals: Goals) -> list[Check]:
     """Every budget and goal line for one candidate against the baseline of the same build."""
     z = z_value(budget.confidence)
@@ -155,8 +182,7 @@ def judge(baseline: Measurements, candidate: Measurements, budget: AccuracyBudge
     if goals.max_p95_token_latency_ms is not None:
         checks.append(_latency_check(candidate, goals.max_p95_token_latency_ms))
     if goals.max_memory_gb is not None:
-        mem = candidate.peak_memory_bytes() / GB
-        checks.append(_upper_limit("memory_gb", mem, mem, mem, goals.max_memory_gb, candidate.memory_kind()))
+        checks.append(_memory_check(candidate, goals.max_memory_gb))
     if goals.max_size_gb is not None:
         size = candidate.size_bytes / GB
         checks.append(_upper_limit("size_gb", size, size, size, goals.max_size_gb, "weights on disk"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from optpipe.files import JsonRecord
+from optpipe.measure.calibration import HostCalibration
 from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
 
 
@@ -21,6 +22,7 @@ class ProjectionJob(JsonRecord):
 
     target: str
     bandwidth_gbs: float
+    calibration: HostCalibration | None = None  # this host's two-term step model (`optpipe calibrate`)
 
 
 class MeasureJob(JsonRecord):

@@ -21,6 +21,8 @@ class ProjectedSpeed(JsonRecord):
     roofline_tok_s: float
     decode_tok_s: float
     method: str
+    low: float | None = None  # interval of the two-term projection (fit, trial spread, model error)
+    high: float | None = None
 
 
 class RooflineReport(JsonRecord):
@@ -61,14 +63,17 @@ class BenchmarkResult(JsonRecord):
 
 
 class Measurements(JsonRecord):
-    """Everything measured about one candidate in one fresh process."""
+    """Everything measured about one candidate in one fresh process. A candidate that ran out of
+    memory under the cap carries `out_of_memory` (and whatever was measured before it)."""
 
-    load_s: float
-    rss_after_load_bytes: int
-    parameters: int
     size_bytes: int
     runtime: dict[str, Any]
-    torch_threads: int
+    load_s: float | None = None
+    rss_after_load_bytes: int | None = None
+    parameters: int | None = None
+    torch_threads: int | None = None
+    out_of_memory: str | None = None
+    evaluated_uncapped: bool | None = None  # True: memory/speed under the cap, accuracy scored without it
     nvml: dict[str, Any] | None = None
     memory_cap_gb: float | None = None
     benchmark: BenchmarkResult | None = None

@@ -4,6 +4,7 @@ roofline is a measurement error, never a result."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from optpipe.measure.job import ProjectionJob
@@ -110,20 +111,52 @@ def roofline_report(
         error = f"measured {measured:.1f} tok/s is {frac:.0%} of the memory roofline: a measurement error, not a result"
     projected = None
     if projection:
-        target_roof = decode_roofline(
-            model, cfg.prompt_tokens, cfg.new_tokens, projection.bandwidth_gbs, f"{projection.target} spec"
-        )
-        projected = ProjectedSpeed(
-            target=projection.target,
-            bandwidth_gbs=projection.bandwidth_gbs,
-            roofline_tok_s=target_roof.tok_s_for_batch(cfg.batch_size),
-            decode_tok_s=min(frac, 1.0) * target_roof.tok_s_for_batch(cfg.batch_size),
-            method="measured fraction of this GPU's roofline x the target's roofline (weights + KV bytes / spec bandwidth)",
-        )
+        projected = project_to_target(model, bench, cfg, projection, frac)
     return RooflineReport(
         **roof.to_dict(),
         roofline_tok_s_at_batch=roof.tok_s_for_batch(cfg.batch_size),
         fraction=frac,
         error=error,
         projected=projected,
+    )
+
+
+def project_to_target(
+    model, bench: BenchmarkResult, cfg: BenchmarkSettings, projection: ProjectionJob, fraction: float
+) -> ProjectedSpeed:
+    """Decode speed on the target. With this host's calibration: the two-term model (fixed per-step
+    cost kept, the bandwidth-bound rest scaled by spec bandwidths) with an interval; without one: the
+    measured fraction of roofline times the target's roofline (labelled uncalibrated)."""
+    target_roof = decode_roofline(model, cfg.prompt_tokens, cfg.new_tokens, projection.bandwidth_gbs, f"{projection.target} spec")
+    roof_tok_s = target_roof.tok_s_for_batch(cfg.batch_size)
+    cal = projection.calibration
+    if cal is None or cal.decoder != bench.decoder:
+        why = (
+            "run `optpipe calibrate` on this host for the two-term model with an interval"
+            if cal is None
+            else f"this host's calibration is for the {cal.decoder} decoder, not {bench.decoder}"
+        )
+        return ProjectedSpeed(
+            target=projection.target,
+            bandwidth_gbs=projection.bandwidth_gbs,
+            roofline_tok_s=roof_tok_s,
+            decode_tok_s=min(fraction, 1.0) * roof_tok_s,
+            method=f"uncalibrated: measured fraction of this GPU's roofline x the target's roofline ({why})",
+        )
+    from optpipe.measure.calibration import project_step
+
+    s = bench.decode_tok_s
+    step = cfg.batch_size / s.mean
+    step_se = step * s.cv / math.sqrt(s.n) if s.n > 1 and not math.isnan(s.cv) else 0.0
+    tok_s, low, high = project_step(step, step_se, cal, projection.bandwidth_gbs)
+    tok_s, low, high = (min(v * cfg.batch_size, roof_tok_s) for v in (tok_s, low, high))
+    return ProjectedSpeed(
+        target=projection.target,
+        bandwidth_gbs=projection.bandwidth_gbs,
+        roofline_tok_s=roof_tok_s,
+        decode_tok_s=tok_s,
+        low=low,
+        high=high,
+        method=f"two-term: fixed {cal.fixed_s * 1e3:.3f} ms/step (calibrated on {cal.gpu}) + bandwidth-bound rest x "
+        f"{cal.spec_bandwidth_gbs:g}/{projection.bandwidth_gbs:g} GB/s; model error {cal.model_error_rel:.0%}",
     )

@@ -32,31 +32,49 @@ def _cap_cuda_memory(cap_gb: float | None) -> None:
 
 
 def measure_candidate(job: MeasureJob) -> Measurements:
+    """Measure; running out of memory under the cap is a result (the candidate does not fit), not a crash."""
     import torch
 
-    from optpipe.evaluate.data import benchmark_prompt_text, hellaswag_subset
-    from optpipe.measure.bench import benchmark, peak_rss_bytes
-    from optpipe.runtime import load_candidate
-    from optpipe.runtime.candidate import weights_size_bytes
+    from optpipe.runtime.candidate import read_settings, weights_size_bytes
 
     nvml = None
+    copy_bandwidth = None
     if job.device.startswith("cuda"):
         from optpipe.measure.nvml import Nvml
 
         nvml = Nvml()
+        if job.projection is not None or job.benchmark is not None:
+            from optpipe.measure.roofline import measure_copy_bandwidth_gbs
+
+            copy_bandwidth = measure_copy_bandwidth_gbs()  # its 2 GiB of buffers before the cap applies
         _cap_cuda_memory(job.memory_cap_gb)
-    t0 = time.perf_counter()
-    cand = load_candidate(job.candidate_dir, device=job.device)
     result = Measurements(
-        load_s=time.perf_counter() - t0,
-        rss_after_load_bytes=peak_rss_bytes(),
-        parameters=cand.num_parameters(),
         size_bytes=weights_size_bytes(job.candidate_dir),
-        runtime=cand.settings.to_dict(),
+        runtime=read_settings(job.candidate_dir).to_dict(),
         torch_threads=torch.get_num_threads(),
         nvml=nvml.info() if nvml is not None else None,
         memory_cap_gb=job.memory_cap_gb if nvml is not None else None,
     )
+    try:
+        _measure_into(result, job, nvml, copy_bandwidth)
+    except torch.OutOfMemoryError as exc:
+        cap = f"the {job.memory_cap_gb:g} GB cap" if job.memory_cap_gb else "this device's memory"
+        result.out_of_memory = f"out of memory under {cap}: {str(exc).splitlines()[0]}"
+        _progress(result.out_of_memory)
+    return result
+
+
+def _measure_into(result: Measurements, job: MeasureJob, nvml, copy_bandwidth: float | None) -> None:
+    from optpipe.evaluate.data import benchmark_prompt_text, hellaswag_subset
+    from optpipe.measure.bench import benchmark, peak_rss_bytes
+    from optpipe.runtime import load_candidate
+
+    t0 = time.perf_counter()
+    cand = load_candidate(job.candidate_dir, device=job.device)
+    result.load_s = time.perf_counter() - t0
+    result.rss_after_load_bytes = peak_rss_bytes()
+    result.parameters = cand.num_parameters()
+    result.runtime = cand.settings.to_dict()
 
     cfg = job.benchmark
     if cfg is not None:
@@ -68,10 +86,17 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         if job.device.startswith("cuda") and cand.torch_model is not None:
             from optpipe.measure.roofline import roofline_report
 
-            bench.roofline = roofline_report(cand.torch_model, bench, cfg, job.projection)
+            bench.roofline = roofline_report(cand.torch_model, bench, cfg, job.projection, copy_bandwidth)
         result.benchmark = bench
         del decoder
 
+    if job.memory_cap_gb and (job.evaluation.hellaswag_items or job.evaluation.perplexity_tokens):
+        # The cap tests whether the candidate runs on the target (load + decode, measured above);
+        # scoring thousands of tokens at once is not what the target does, so accuracy runs uncapped.
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        result.evaluated_uncapped = True
     ev = job.evaluation
     if ev.hellaswag_items:
         from optpipe.evaluate.hellaswag import evaluate_hellaswag
@@ -105,7 +130,6 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         if recorder is not None and job.kl_reference is not None:
             result.kl = kl_against_reference(recorder, job.kl_reference)
     result.peak_rss_total_bytes = peak_rss_bytes()
-    return result
 
 
 def kl_against_reference(recorder, kl_job: KLReferenceJob):

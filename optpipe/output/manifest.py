@@ -58,4 +58,7 @@ class Manifest(JsonRecord):
     artifact_dir: str | None = None
     pass_chain: list[dict[str, Any]]
     warnings: list[str] = []
+    build_process_peak_rss_bytes: int | None = None  # host RAM high-water mark of the build process itself
+    reference: str = ""  # where the accuracy reference (the baseline) was measured, when not like the rest
+    forecast: list[dict[str, Any]] = []  # optpipe plan's prediction per candidate (forecast.CandidateForecast)
     candidates: list[CandidateRecord]

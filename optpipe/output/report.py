@@ -64,6 +64,8 @@ def row(rec: CandidateRecord) -> list[str]:
     cells = [str(rec.index), rec.name, _weights(runtime), runtime.get("attn_implementation", "–")]
     if rec.status in ("skipped", "failed", "not run") or m is None:
         return cells + ["–"] * (len(COLUMNS) - 5) + [f"{rec.status.upper()}: {rec.reason}"]
+    if m.out_of_memory:
+        return cells + [_f(m.size_bytes / GB, ".3f"), "OOM"] + ["–"] * (len(COLUMNS) - 7) + [f"{rec.verdict}: {m.out_of_memory}"]
     cells.append(_f(m.size_bytes / GB, ".3f"))
     cells.append(_f(m.peak_memory_bytes() / GB, ".2f"))
     cells += _speed_cell(rec)
@@ -100,6 +102,35 @@ def checks_lines(rec: CandidateRecord) -> list[str]:
     return out
 
 
+def predicted_vs_measured(manifest: Manifest) -> list[str]:
+    """The plan's forecast beside what was measured, per candidate (a check on the forecast)."""
+    if not manifest.forecast:
+        return []
+    out = [
+        "",
+        "## Predicted (plan) vs measured",
+        "",
+        "| candidate | weights GB pred / on disk | peak GB pred / measured | fits pred / measured | roofline tok/s on target |",
+        "|---|---|---|---|---|",
+    ]
+    records = {r.name: r for r in manifest.candidates}
+    for f in manifest.forecast:
+        mem = f.get("memory") or {}
+        rec = records.get(f["name"])
+        m = rec.measurements if rec else None
+        size = _f(m.size_bytes / GB, ".2f") if m else "–"
+        peak = "OOM" if m and m.out_of_memory else _f(m.peak_memory_bytes() / GB, ".2f") if m else "–"
+        mem_check = rec.check("memory_gb") if rec else None
+        fits = "–" if mem_check is None else "yes" if mem_check.verdict.value == "MET" else "no"
+        pred_w = _f(mem["weight_bytes"] / GB, ".2f") if mem else "–"
+        pred_peak = _f(mem["peak_bytes"] / GB, ".2f") if mem else "–"
+        out.append(
+            f"| {f['name']} | {pred_w} / {size} | {pred_peak} / {peak} | {'yes' if f['fits'] else 'no'} / {fits} | "
+            f"{_f(f.get('roofline_tok_s'), '.1f')} |"
+        )
+    return out
+
+
 def markdown(manifest: Manifest) -> str:
     """report.md: what was built, the per-candidate table, each budget line, and the outcome."""
     recipe = manifest.recipe
@@ -122,6 +153,9 @@ def markdown(manifest: Manifest) -> str:
     ]
     for rec in manifest.candidates:
         lines.append("| " + " | ".join(c.replace("|", "/") for c in row(rec)) + " |")
+    if manifest.reference:
+        lines += ["", f"Accuracy reference (baseline): {manifest.reference}."]
+    lines += predicted_vs_measured(manifest)
     lines += ["", "## Budget lines", ""]
     for rec in manifest.candidates:
         lines.append(f"### {rec.index} {rec.name}: {rec.verdict or rec.status.upper()}")

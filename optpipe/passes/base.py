@@ -49,6 +49,7 @@ class PassContext:
     device: str
     evaluation: "EvaluationSettings"
     work_dir: Path
+    parent_dir: Path | None = None  # the candidate handed to apply, as saved (a pass may read it from disk)
 
 
 class PassParams(BaseModel):

@@ -6,8 +6,10 @@ from optpipe.runtime.dtypes import torch_dtype
 from optpipe.spec.model_source import ResolvedModel
 
 
-def load_model(resolved: ResolvedModel, dtype: str = "fp32"):
-    """Load (model, tokenizer) as a plain transformers model in `dtype` on the CPU."""
+def load_model(resolved: ResolvedModel, dtype: str | None = None):
+    """Load (model, tokenizer) as a plain transformers model on the CPU, in the checkpoint's own
+    dtype by default: bf16/fp16 as saved, fp32 for fp32 checkpoints and for GGUF files (transformers
+    de-quantizes them to fp32). Never cast up: an 8B bf16 model stays 16 GB, not 32."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -18,7 +20,11 @@ def load_model(resolved: ResolvedModel, dtype: str = "fp32"):
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
     tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(resolved.location, dtype=torch_dtype(dtype), **kwargs)
+    if dtype is None:
+        dtype = "fp32" if resolved.gguf_file else "auto"
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.location, dtype="auto" if dtype == "auto" else torch_dtype(dtype), **kwargs
+    )
     if resolved.gguf_file:
         _forget_gguf_origin(model)
     model.eval()

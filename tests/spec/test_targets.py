@@ -30,6 +30,7 @@ EXPECTED = {
     "rtx4090",
     "a100-80g",
     "h100-80g",
+    "h200",
     "l4",
     "jetson-orin-nano",
     "raspberry-pi-5",

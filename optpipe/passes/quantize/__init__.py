@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -99,8 +100,10 @@ class Quantize(Pass):
 
     @classmethod
     def apply(cls, candidate, params, ctx):
-        """Quantize through transformers' loader: save the parent, load it back quantized."""
-        from transformers import AutoModelForCausalLM
+        """Quantize through transformers' loader: the parent's files (as saved by the build, or saved here
+        when called on a live candidate) loaded back with the method's quantization config, so the
+        parent is never held twice."""
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from optpipe.runtime.dtypes import torch_dtype
         from optpipe.runtime.torch_candidate import TorchCandidate
@@ -108,21 +111,29 @@ class Quantize(Pass):
         (method,) = params.methods
         if method in CALIBRATED:
             return apply_calibrated(candidate, params, method, ctx.evaluation.perplexity_tokens)
-        dtype = method_dtype(method, candidate.settings.dtype)
-        tmp = tempfile.mkdtemp(prefix="optpipe-quant-")
-        try:
+        settings = candidate.settings
+        dtype = method_dtype(method, settings.dtype)
+        tmp = None
+        if ctx.parent_dir is not None and ctx.parent_dir.is_dir():
+            source = ctx.parent_dir
+        else:
+            tmp = Path(tempfile.mkdtemp(prefix="optpipe-quant-"))
             candidate.save(tmp)
+            source = tmp
+        try:
             model = AutoModelForCausalLM.from_pretrained(
-                tmp,
+                source,
                 quantization_config=quantization_config(params, method),
-                device_map=candidate.settings.device,
+                device_map=settings.device,
                 dtype=torch_dtype(dtype),
-                attn_implementation=candidate.settings.attn_implementation,
+                attn_implementation=settings.attn_implementation,
             )
+            tokenizer = AutoTokenizer.from_pretrained(source)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
         model.eval()
-        return TorchCandidate(model, candidate.tokenizer, candidate.settings).with_settings(quantization=method, dtype=dtype)
+        return TorchCandidate(model, tokenizer, settings).with_settings(quantization=method, dtype=dtype)
 
     @classmethod
     def weights_after(cls, params, parent):
