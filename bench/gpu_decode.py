@@ -21,31 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from optpipe.measure.calibration import SHAPES  # noqa: E402
+
+# The calibration sweep's Llama shapes (optpipe/measure/calibration.py); rope scaling does not change speed.
 CONFIGS = {
-    # Llama-3.1-8B shape (meta-llama/Llama-3.1-8B config.json); rope scaling does not change speed.
-    "llama-3.1-8b": dict(
-        vocab_size=128256,
-        hidden_size=4096,
-        intermediate_size=14336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=8192,
-        rope_theta=500000.0,
-        tie_word_embeddings=False,
-    ),
-    # SmolLM2-135M shape (the bundled model).
-    "smollm2-135m": dict(
-        vocab_size=49152,
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=8192,
-        rope_theta=100000.0,
-        tie_word_embeddings=True,
-    ),
+    name: SHAPES[name] | dict(max_position_embeddings=8192, rope_theta=500000.0 if name == "llama-3.1-8b" else 100000.0)
+    for name in ("llama-3.1-8b", "smollm2-135m")
 }
 # The default run: what issue 6 asks to see side by side. Other variants (pass them with --variants):
 # hf-generate-static-compile, optpipe-eager-loop, optpipe-compile (transformers forward, sdpa),

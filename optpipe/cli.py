@@ -264,6 +264,11 @@ def build(
     raise typer.Exit(exit_code_for(result.status.value))
 
 
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user gave; the rest take the recipe's defaults (one source of truth)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
 def _measure_dir(directory: Path, device: str, benchmark: Any, evaluation: Any) -> Any:
     from optpipe.api import measure_directory
 
@@ -278,9 +283,9 @@ def _measure_dir(directory: Path, device: str, benchmark: Any, evaluation: Any) 
 @app.command()
 def bench(
     directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
-    prompt_tokens: int = typer.Option(128),
-    new_tokens: int = typer.Option(64),
-    batch_size: int = typer.Option(1),
+    prompt_tokens: int | None = typer.Option(None, help="Default: the recipe default (benchmark.prompt_tokens)."),
+    new_tokens: int | None = typer.Option(None, help="Default: the recipe default (benchmark.new_tokens)."),
+    batch_size: int | None = typer.Option(None, help="Default: the recipe default (benchmark.batch_size)."),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
@@ -290,7 +295,7 @@ def bench(
     r = _measure_dir(
         directory,
         device,
-        BenchmarkSettings(prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size),
+        BenchmarkSettings(**_given(prompt_tokens=prompt_tokens, new_tokens=new_tokens, batch_size=batch_size)),
         EvaluationSettings(hellaswag_items=0, perplexity_tokens=0),
     )
     b = r.benchmark
@@ -307,10 +312,10 @@ def bench(
 @app.command(name="eval")
 def eval_(
     directory: Path = typer.Argument(..., help="A model directory (e.g. a build's artifact/)."),
-    hellaswag_items: int = typer.Option(300),
-    perplexity_tokens: int = typer.Option(8192),
-    seed: int = typer.Option(1234),
-    batch_size: int = typer.Option(8),
+    hellaswag_items: int | None = typer.Option(None, help="Default: the recipe default (evaluation.hellaswag_items)."),
+    perplexity_tokens: int | None = typer.Option(None, help="Default: the recipe default (evaluation.perplexity_tokens)."),
+    seed: int | None = typer.Option(None, help="Default: the recipe default (evaluation.seed)."),
+    batch_size: int | None = typer.Option(None, help="Default: the recipe default (evaluation.batch_size)."),
     device: str = typer.Option("cpu"),
     json_out: Path | None = typer.Option(None, "--json"),
 ) -> None:
@@ -322,7 +327,7 @@ def eval_(
         device,
         None,
         EvaluationSettings(
-            hellaswag_items=hellaswag_items, seed=seed, batch_size=batch_size, perplexity_tokens=perplexity_tokens
+            **_given(hellaswag_items=hellaswag_items, seed=seed, batch_size=batch_size, perplexity_tokens=perplexity_tokens)
         ),
     )
     c = _console()

@@ -10,22 +10,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from optpipe.cli import app
+from tests.forecast.tiny_checkpoints import LLAMA_31_8B
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMA_3_1_8B = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 4096,
-    "intermediate_size": 14336,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 8,
-    "head_dim": 128,
-    "vocab_size": 128256,
-    "tie_word_embeddings": False,
-    "dtype": "bfloat16",
-    "rms_norm_eps": 1e-5,
-}
+LLAMA_3_1_8B = LLAMA_31_8B | {"architectures": ["LlamaForCausalLM"], "head_dim": 128, "dtype": "bfloat16"}
 
 
 def header_only_checkpoint(directory: Path, cfg: dict = LLAMA_3_1_8B) -> Path:

@@ -8,18 +8,10 @@ import importlib.util
 from pathlib import Path
 from typing import Literal
 
-Method = Literal[
-    "bnb-int8",
-    "bnb-nf4",
-    "bnb-fp4",
-    "torchao-int8wo",
-    "torchao-int8dq",
-    "torchao-int4wo",
-    "torchao-float8wo",
-    "torchao-int4-gemlite",
-    "gptq-4bit",
-    "awq-4bit",
-]
+from optpipe.forecast.formats import METHODS
+
+# The methods are the weight formats the forecast knows (optpipe/forecast/formats.py): one list.
+Method = Literal[METHODS]  # type: ignore[valid-type]
 CALIBRATED = ("gptq-4bit", "awq-4bit")
 
 
