@@ -22,6 +22,7 @@ from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
 from optpipe.build.plan import Plan, PlannedPass, plan
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
 from optpipe.errors import CandidateFailed, InvalidInputError, PassFailed
+from optpipe.evaluate.data import WIKITEXT_MD5
 from optpipe.files import write_json_atomic, write_text_atomic
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
@@ -365,6 +366,7 @@ class Build:
                 "evaluation": r.evaluation.model_dump(),
                 "benchmark": r.benchmark.model_dump(),
                 "packages": {k: p.env.packages.get(k) for k in KEY_PACKAGES},
+                "eval_data": WIKITEXT_MD5,  # a different evaluation text is a different measurement
             }
         )
 

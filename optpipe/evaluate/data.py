@@ -13,7 +13,7 @@ from pathlib import Path
 DATA_DIR = Path(__file__).resolve().parent.parent / "_data" / "eval"
 HELLASWAG_FILE = DATA_DIR / "hellaswag_val_full.txt.bz2"
 WIKITEXT_FILE = DATA_DIR / "wikitext-2-raw-test.txt.bz2"
-WIKITEXT_MD5 = "6db1619ad6cfa85638f67d686d65c11d"
+WIKITEXT_MD5 = "7646de4fa2ddef8d6781e2e1fbcbfb47"  # LF line endings (1,296,370 bytes)
 HELLASWAG_TOTAL = 10042
 CONTEXT_FORM = "lm-eval-approx: first letter after the context's last '. ' capitalized"
 
