@@ -34,7 +34,7 @@ from optpipe.output.artifact import write_artifact
 from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
 from optpipe.output.report import markdown
 from optpipe.passes import PassContext, PassParams, get_pass, run_pass
-from optpipe.passes.base import PROGRAMMING_ERRORS
+from optpipe.passes.base import failures_as_pass_failed
 
 Progress = Callable[[str, Any], None]
 KL_REFERENCES_KEPT = 3
@@ -80,12 +80,8 @@ def save_candidate(candidate: Any, directory: Path) -> None:
     """Save a candidate's files; a library refusing to serialize what a pass made is the pass's failure."""
     if directory.exists():
         shutil.rmtree(directory)
-    try:
+    with failures_as_pass_failed("saving the candidate failed: "):
         candidate.save(directory)
-    except PROGRAMMING_ERRORS:
-        raise
-    except Exception as exc:
-        raise PassFailed(f"saving the candidate failed: {type(exc).__name__}: {exc}") from exc
 
 
 class Build:
@@ -106,7 +102,6 @@ class Build:
         self.selected: CandidateRecord | None = None
         self.artifact_dir: Path | None = None
         self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
-        self.reference = ""
         self.context = PassContext(
             target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
         )
@@ -152,10 +147,22 @@ class Build:
         cap, it is measured uncapped on this host (and its memory line is then NOT MET)."""
         cap = self.p.conditions.memory_cap_gb
         base = self.forecast[0] if self.forecast else None
-        if cap is not None and base is not None and not base.fits:
-            self.reference = f"measured uncapped on {self.p.env.gpu_name}: forecast {base.reason}"
-            return None
-        return cap
+        return None if base is not None and not base.fits else cap
+
+    def _reference(self) -> str:
+        """Where the accuracy reference was measured, when not under the cap like the candidates
+        (derived from its measurements, so a cached baseline says it too)."""
+        cap = self.p.conditions.memory_cap_gb
+        base = self.records[0].measurements if self.records else None
+        if cap is None or base is None or base.memory_cap_gb is not None:
+            return ""
+        forecast = self.forecast[0] if self.forecast else None
+        why = (
+            f"forecast {forecast.reason}"
+            if forecast is not None and not forecast.fits
+            else f"out of memory under the {cap:g} GB cap"
+        )
+        return f"measured uncapped on {self.p.env.gpu_name}: {why}"
 
     def _baseline(self) -> Kept:
         from optpipe.runtime.candidate import RuntimeSettings
@@ -287,7 +294,6 @@ class Build:
         rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap)
         if rec.index == 0 and rec.measurements.out_of_memory and cap is not None:
             # the reference must exist: measure it where it fits, uncapped on this host
-            self.reference = f"measured uncapped on {self.p.env.gpu_name}: {rec.measurements.out_of_memory}"
             self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
             rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
         rec.status = "measured"
@@ -367,6 +373,8 @@ class Build:
                 "benchmark": r.benchmark.model_dump(),
                 "packages": {k: p.env.packages.get(k) for k in KEY_PACKAGES},
                 "eval_data": WIKITEXT_MD5,  # a different evaluation text is a different measurement
+                "memory_cap_gb": p.conditions.memory_cap_gb,  # an OOM under one cap says nothing about another
+                "projection": p.conditions.projection.target if p.conditions.projection else None,
             }
         )
 
@@ -392,7 +400,7 @@ class Build:
             artifact_dir=str(self.artifact_dir) if self.artifact_dir else None,
             pass_chain=[pp.params.chain_params() for pp in p.passes],
             warnings=p.warnings,
-            reference=self.reference,
+            reference=self._reference(),
             build_process_peak_rss_bytes=peak_rss_bytes(),
             forecast=[f.model_dump(mode="json") for f in self.forecast],
             candidates=self.records,

@@ -43,7 +43,7 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         from optpipe.measure.nvml import Nvml
 
         nvml = Nvml()
-        if job.projection is not None or job.benchmark is not None:
+        if job.benchmark is not None:  # the roofline report needs it
             from optpipe.measure.roofline import measure_copy_bandwidth_gbs
 
             copy_bandwidth = measure_copy_bandwidth_gbs()  # its 2 GiB of buffers before the cap applies
@@ -55,17 +55,19 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         nvml=nvml.info() if nvml is not None else None,
         memory_cap_gb=job.memory_cap_gb if nvml is not None else None,
     )
-    try:
-        _measure_into(result, job, nvml, copy_bandwidth)
+    try:  # out of memory here is the answer to "does it fit"
+        cand = _load_and_benchmark(result, job, nvml, copy_bandwidth)
     except torch.OutOfMemoryError as exc:
         cap = f"the {job.memory_cap_gb:g} GB cap" if job.memory_cap_gb else "this device's memory"
         result.out_of_memory = f"out of memory under {cap}: {str(exc).splitlines()[0]}"
         _progress(result.out_of_memory)
+        return result
+    _evaluate(result, job, cand)  # out of memory while scoring is a failed measurement, not a verdict on fit
     return result
 
 
-def _measure_into(result: Measurements, job: MeasureJob, nvml, copy_bandwidth: float | None) -> None:
-    from optpipe.evaluate.data import benchmark_prompt_text, hellaswag_subset
+def _load_and_benchmark(result: Measurements, job: MeasureJob, nvml, copy_bandwidth: float | None):
+    from optpipe.evaluate.data import benchmark_prompt_text
     from optpipe.measure.bench import benchmark, peak_rss_bytes
     from optpipe.runtime import load_candidate
 
@@ -89,6 +91,12 @@ def _measure_into(result: Measurements, job: MeasureJob, nvml, copy_bandwidth: f
             bench.roofline = roofline_report(cand.torch_model, bench, cfg, job.projection, copy_bandwidth)
         result.benchmark = bench
         del decoder
+    return cand
+
+
+def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
+    from optpipe.evaluate.data import hellaswag_subset
+    from optpipe.measure.bench import peak_rss_bytes
 
     if job.memory_cap_gb and (job.evaluation.hellaswag_items or job.evaluation.perplexity_tokens):
         # The cap tests whether the candidate runs on the target (load + decode, measured above);

@@ -9,6 +9,8 @@ JSON Schema. `apply(candidate, params, ctx)` gets everything it may need from th
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -109,17 +111,23 @@ class Pass:
         return parent
 
 
-def run_pass(pass_cls: type[Pass], candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":
-    """Apply a pass. Whatever stops it from producing a candidate (a library refusing, a model it
-    does not suit, out of memory) becomes PassFailed; programming errors propagate unchanged."""
+@contextmanager
+def failures_as_pass_failed(what: str = "") -> Iterator[None]:
+    """Whatever stops a pass from producing its candidate (a library refusing, a model it does not
+    suit, out of memory, a checkpoint that cannot be written) becomes PassFailed; programming errors
+    propagate unchanged."""
     try:
-        return pass_cls.apply(candidate, params, ctx)
-    except PassFailed:
-        raise
-    except PROGRAMMING_ERRORS:
+        yield
+    except (PassFailed, *PROGRAMMING_ERRORS):
         raise
     except Exception as exc:
-        raise PassFailed(f"{type(exc).__name__}: {exc}") from exc
+        raise PassFailed(f"{what}{type(exc).__name__}: {exc}") from exc
+
+
+def run_pass(pass_cls: type[Pass], candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":
+    """Apply a pass; its failures become PassFailed (see `failures_as_pass_failed`)."""
+    with failures_as_pass_failed():
+        return pass_cls.apply(candidate, params, ctx)
 
 
 def registered() -> dict[str, type[Pass]]:
