@@ -82,8 +82,16 @@ def calibrate(
 ) -> tuple[Path, HostCalibration]:
     """Calibrate this GPU's two-term decode-step model (a few minutes) and store it where builds on
     this host find it; projections to other targets then carry an interval."""
+    from optpipe.measure.calibration import SHAPES
     from optpipe.runtime.host_probe import detect_host
 
+    unknown = sorted(set(shapes or ()) - set(SHAPES))
+    if unknown:
+        raise InvalidInputError(f"--shapes: unknown {', '.join(unknown)}; known: {', '.join(SHAPES)}")
+    if shapes is not None and len(set(shapes)) < 2:
+        raise InvalidInputError("--shapes: the two-term fit needs at least 2 different shapes")
+    if spec_bandwidth_gbs is not None and spec_bandwidth_gbs <= 0:
+        raise InvalidInputError(f"--spec-bandwidth-gbs: must be > 0 GB/s (got {spec_bandwidth_gbs:g})")
     env = detect_host()
     if not env.has_cuda or not env.gpu_name:
         raise InvalidInputError("optpipe calibrate needs a CUDA GPU (it measures this host's decode step)")

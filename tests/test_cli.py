@@ -53,3 +53,22 @@ def test_gpu_target_refused_on_cpu_host(tmp_path):
     assert res.exit_code == EXIT_INVALID_INPUT
     assert "goals.min_decode_tok_s" in res.output and "goals.max_memory_gb" in res.output
     assert "neither measured nor projected" in res.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shapes", "llama-3.1-8b,nope"], "unknown nope"),
+        (["--shapes", "llama-3.1-8b"], "at least 2"),
+        (["--spec-bandwidth-gbs", "-5"], "must be > 0"),
+    ],
+)
+def test_calibrate_rejects_bad_options_before_measuring(args, message):
+    res = runner.invoke(app, ["calibrate", *args])
+    assert res.exit_code == EXIT_INVALID_INPUT and message in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA host can calibrate")
+def test_calibrate_needs_a_gpu():
+    res = runner.invoke(app, ["calibrate"])
+    assert res.exit_code == EXIT_INVALID_INPUT and "needs a CUDA GPU" in res.output
