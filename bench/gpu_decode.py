@@ -84,14 +84,14 @@ def hf_generate(model, prompt, new_tokens: int, trials: int, **gen_kw) -> dict:
     }
 
 
-def quantize(model, method: str):
+def quantize(model, method: str, **params):
     """The quantize pass's transformers config applied to the in-memory weights (no disk round trip)."""
 
     from optpipe.passes.quantize import QuantizeParams
     from optpipe.passes.quantize.methods import method_dtype, quantization_config
     from optpipe.runtime.dtypes import torch_dtype
 
-    params = QuantizeParams.model_validate({"pass": "quantize", "methods": [method]})
+    params = QuantizeParams.model_validate({"pass": "quantize", "methods": [method], **params})
     state = model.state_dict()
     dtype = torch_dtype(method_dtype(method, "bf16"))
     quantized = type(model).from_pretrained(

@@ -30,6 +30,7 @@ class CandidateSpec(BaseModel):
     quantization: str | None = None
     group_size: int = 128
     double_quant: bool = True
+    quantize_lm_head: bool = False
 
 
 class CandidateForecast(BaseModel):
@@ -63,7 +64,7 @@ def forecast_chain(
     for raw in steps:
         spec = raw if isinstance(raw, CandidateSpec) else CandidateSpec(**raw)
         try:
-            fmt = weight_format(spec.dtype, spec.quantization, spec.group_size, spec.double_quant)
+            fmt = weight_format(spec.dtype, spec.quantization, spec.group_size, spec.double_quant, spec.quantize_lm_head)
         except ValueError as e:
             out.append(
                 CandidateForecast(name=spec.name, format_name=None, memory=None, roofline_tok_s=None, fits=False, reason=str(e))

@@ -86,6 +86,7 @@ class WeightFormat(BaseModel):
     pad_in: int = 1
     pad_out: int = 1
     resident_linear_bytes: float | None = None  # per parameter while decoding, when the runtime decompresses
+    quantized_head: bool = False  # the output head stored like a decoder Linear (untied from the embedding)
     source: str = ""
 
     def linear_tensor_bytes(self, out_features: int, in_features: int, resident: bool = True) -> int:
@@ -111,9 +112,21 @@ class WeightFormat(BaseModel):
         return self.linear_tensor_bytes(out_features, in_features, resident) / (out_features * in_features)
 
 
-def weight_format(dtype: str, quantization: str | None = None, group_size: int = 128, double_quant: bool = True) -> WeightFormat:
+def weight_format(
+    dtype: str, quantization: str | None = None, group_size: int = 128, double_quant: bool = True, quantize_lm_head: bool = False
+) -> WeightFormat:
     """The format of a candidate: compute `dtype` ("bf16", "bfloat16", ...) plus a quantize-pass
-    method or None. See the module docstring for where each number comes from."""
+    method or None; `quantize_lm_head` (torchao methods) stores the output head in the method's format
+    too. See the module docstring for where each number comes from."""
+    fmt = _linear_format(dtype, quantization, group_size, double_quant)
+    if not quantize_lm_head:
+        return fmt
+    if not (quantization or "").startswith("torchao-"):
+        raise ValueError(f"quantize_lm_head needs a torchao method, not {quantization or fmt.name}")
+    return fmt.model_copy(update={"quantized_head": True, "name": f"{fmt.name}+head"})
+
+
+def _linear_format(dtype: str, quantization: str | None, group_size: int, double_quant: bool) -> WeightFormat:
     dt = normalize_dtype(dtype)
     b = DTYPE_BYTES[dt]
     if quantization is None:
@@ -213,9 +226,20 @@ def decoder_linear_bytes(shape: ModelShape, fmt: WeightFormat, resident: bool = 
     return sum(ls.count * fmt.linear_tensor_bytes(ls.out_features, ls.in_features, resident) for ls in shape.decoder_linears)
 
 
+def head_bytes(shape: ModelShape, fmt: WeightFormat) -> int:
+    """The output head as a decode step reads it: quantized, or the dense matrix (the embedding when tied)."""
+    if fmt.quantized_head:
+        return fmt.linear_tensor_bytes(shape.head_matrix_params // shape.hidden_size, shape.hidden_size)
+    return round(shape.head_matrix_params * fmt.dense_bytes)
+
+
 def dense_part_bytes(shape: ModelShape, fmt: WeightFormat) -> int:
-    """Embedding, untied lm_head and norms/biases, all kept in the compute dtype."""
-    return round((shape.embedding_params + shape.lm_head_params + shape.other_params) * fmt.dense_bytes)
+    """Embedding, untied lm_head and norms/biases in the compute dtype; a quantized head is untied and
+    counted in its own format."""
+    dense = round((shape.embedding_params + shape.other_params) * fmt.dense_bytes)
+    if fmt.quantized_head:
+        return dense + head_bytes(shape, fmt)
+    return dense + round(shape.lm_head_params * fmt.dense_bytes)
 
 
 def weight_bytes(shape: ModelShape, fmt: WeightFormat, resident: bool = True) -> int:

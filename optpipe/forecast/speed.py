@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from optpipe.forecast.dtypes import DTYPE_BYTES, GB
-from optpipe.forecast.formats import WeightFormat, decoder_linear_bytes
+from optpipe.forecast.formats import WeightFormat, decoder_linear_bytes, head_bytes
 from optpipe.forecast.shape import ModelShape
 
 
@@ -31,8 +31,8 @@ def weight_bytes_read_per_step(shape: ModelShape, fmt: WeightFormat, batch: int 
     """Weight bytes one decode step reads: every decoder Linear as held during decode, the output head
     (the embedding matrix when tied), norms and biases. Not the input embedding table: the lookup
     reads one row per sequence (batch x hidden elements, counted)."""
-    dense = (shape.head_matrix_params + shape.other_params + batch * shape.hidden_size) * fmt.dense_bytes
-    return decoder_linear_bytes(shape, fmt, resident=True) + round(dense)
+    dense = (shape.other_params + batch * shape.hidden_size) * fmt.dense_bytes
+    return decoder_linear_bytes(shape, fmt, resident=True) + head_bytes(shape, fmt) + round(dense)
 
 
 def bytes_per_decode_step(

@@ -103,6 +103,35 @@ def cublas_linear():
     return _cublas_linear
 
 
+def tinygemm_weight(linear) -> tuple | None:
+    """The plain tensors of a torchao tile-packed int4 weight: (qdata, scale_and_zero, group, out, in).
+
+    Why: a compiled step that calls the module runs the weight's tensor subclass, and Dynamo then
+    checks guards on all of them in Python before every replay. For the 224 int4 projections of an 8B
+    model that took 6.2 ms of host time per step against 3.3 ms of GPU work (H200 profile,
+    bench/results/2026-11-27-h200-int4-gap): the step was host-bound at half of bf16's speed. The
+    step calls the same tinygemm kernel on the weight's own tensors instead (no copy)."""
+    w = linear.weight
+    if linear.bias is not None or type(w).__name__ != "Int4TilePackedTo4dTensor" or getattr(w, "act_pre_scale", None) is not None:
+        return None
+    return (w.qdata, w.scale_and_zero, w.block_size[-1], w.shape[0], w.shape[1])
+
+
+def tinygemm_linear(x, weight: tuple):
+    """y = x W^T for a `tinygemm_weight` tuple; what torchao's linear for that tensor does."""
+    import torch
+    import torch.nn.functional as F
+
+    qdata, scale_and_zero, group, n_out, k_in = weight
+    shape = x.shape
+    a = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+    k_pad = -(-k_in // 1024) * 1024  # torchao packs in-features padded to a multiple of 1024
+    if k_pad != k_in:
+        a = F.pad(a, (0, k_pad - k_in))
+    y = torch.ops.aten._weight_int4pack_mm(a, qdata, group, scale_and_zero)[:, :n_out]
+    return y.reshape(*shape[:-1], n_out).to(x.dtype)
+
+
 def _large(weight) -> bool:
     return weight.numel() * weight.element_size() >= CUBLAS_MIN_WEIGHT_BYTES
 
@@ -142,15 +171,22 @@ class FusedStep:
         import torch
 
         self.qkv, self.gate_up = [], []
+        # Per layer, the torchao int4 projections as plain tensors (resolved here, outside the traced
+        # step, so the step never touches a weight's tensor subclass).
+        self.int4: list[dict[str, tuple]] = []
         for layer in self.layers:
             attn, mlp = layer.self_attn, layer.mlp
             self.qkv.append(fuse_linears([attn.q_proj, attn.k_proj, attn.v_proj]))
             self.gate_up.append(fuse_linears([mlp.gate_proj, mlp.up_proj]))
+            named = {"q": attn.q_proj, "k": attn.k_proj, "v": attn.v_proj, "o": attn.o_proj}
+            named |= {"gate": mlp.gate_proj, "up": mlp.up_proj, "down": mlp.down_proj}
+            self.int4.append({k: w for k, lin in named.items() if (w := tinygemm_weight(lin)) is not None})
             if device.type == "cuda":
                 # Hand the replaced per-projection blocks back layer by layer: otherwise the caching
                 # allocator keeps them and reserved memory grows by the fused size (H100: 25.3 GB
                 # reserved for 16.1 GB of 8B weights), which a memory cap would count.
                 torch.cuda.empty_cache()
+        self.head_int4 = tinygemm_weight(model.lm_head)
         positions = torch.arange(max_cache_len, device=device).unsqueeze(0)
         probe = torch.zeros(1, 1, self.head_dim, device=device, dtype=dtype)
         cos, sin = self.inner.rotary_emb(probe, positions)
@@ -165,6 +201,8 @@ class FusedStep:
         import torch
 
         tensors = [self.cos, self.sin, self.positions] + self.k_cache + self.v_cache
+        plain = [w for layer in self.int4 for w in layer.values()] + ([self.head_int4] if self.head_int4 else [])
+        tensors += [t for w in plain for t in w[:2]]
         for fused in self.qkv + self.gate_up:
             if fused is not None:
                 tensors += [t for t in fused if t is not None]
@@ -172,7 +210,7 @@ class FusedStep:
             torch._dynamo.mark_static_address(t)
 
     # -- pieces of a layer -----------------------------------------------------------------
-    def _project(self, fused, modules, h):
+    def _project(self, fused, modules, h, int4=()):
         import torch.nn.functional as F
 
         if fused is not None:
@@ -183,13 +221,16 @@ class FusedStep:
                 out = F.linear(h, weight, bias)
             sizes = [m.weight.shape[0] for m in modules]
             return out.split(sizes, dim=-1)
+        if int4 and all(w is not None for w in int4):
+            return tuple(tinygemm_linear(h, w) for w in int4)
         return tuple(m(h) for m in modules)
 
-    def _heads(self, layer, h, cos, sin, fused):
+    def _heads(self, i, layer, h, cos, sin):
         """q [B,H,T,D], k and v [B,KV,T,D], RoPE applied."""
         attn = layer.self_attn
         b, t, _ = h.shape
-        q, k, v = self._project(fused, (attn.q_proj, attn.k_proj, attn.v_proj), h)
+        int4 = tuple(self.int4[i].get(n) for n in ("q", "k", "v"))
+        q, k, v = self._project(self.qkv[i], (attn.q_proj, attn.k_proj, attn.v_proj), h, int4)
         q = q.view(b, t, self.n_heads, self.head_dim)
         k = k.view(b, t, self.n_kv, self.head_dim)
         if getattr(attn, "q_norm", None) is not None:  # Qwen3
@@ -200,13 +241,17 @@ class FusedStep:
         k = k * cos + _rotate_half(k) * sin
         return q, k, v
 
-    def _mlp(self, layer, h, fused):
+    def _mlp(self, i, layer, h):
         mlp = layer.mlp
-        gate, up = self._project(fused, (mlp.gate_proj, mlp.up_proj), h)
-        return self._out(mlp.down_proj, mlp.act_fn(gate) * up)
+        int4 = (self.int4[i].get("gate"), self.int4[i].get("up"))
+        gate, up = self._project(self.gate_up[i], (mlp.gate_proj, mlp.up_proj), h, int4)
+        return self._out(mlp.down_proj, mlp.act_fn(gate) * up, self.int4[i].get("down"))
 
-    def _out(self, linear, x):
-        """An output projection (o_proj, down_proj): cuBLAS for large plain weights, else the module."""
+    def _out(self, linear, x, int4=None):
+        """An output projection (o_proj, down_proj, lm_head): tinygemm for torchao int4 weights,
+        cuBLAS for large plain weights, else the module."""
+        if int4 is not None:
+            return tinygemm_linear(x, int4)
         w = linear.weight
         if linear.bias is None and _plain(w) and _large(w):
             return cublas_linear()(x, w)
@@ -223,7 +268,7 @@ class FusedStep:
         visible = (self.positions <= pos).view(1, 1, 1, -1)
         group = self.n_heads // self.n_kv
         for i, layer in enumerate(self.layers):
-            q, k, v = self._heads(layer, layer.input_layernorm(x), cos, sin, self.qkv[i])
+            q, k, v = self._heads(i, layer, layer.input_layernorm(x), cos, sin)
             kc, vc = self.k_cache[i], self.v_cache[i]
             kc.index_copy_(2, pos, k)
             vc.index_copy_(2, pos, v)
@@ -239,11 +284,11 @@ class FusedStep:
             else:
                 out = torch.matmul(probs.to(q.dtype), vc)
             out = out.reshape(b, 1, self.n_heads * self.head_dim)
-            x = x + self._out(layer.self_attn.o_proj, out)
-            x = x + self._mlp(layer, layer.post_attention_layernorm(x), self.gate_up[i])
-        logits = (
-            self._out(self.model.lm_head, self.inner.norm(x)) if self.cublas == "all" else self.model.lm_head(self.inner.norm(x))
-        )
+            x = x + self._out(layer.self_attn.o_proj, out, self.int4[i].get("o"))
+            x = x + self._mlp(i, layer, layer.post_attention_layernorm(x))
+        head = self.model.lm_head
+        h = self.inner.norm(x)
+        logits = self._out(head, h, self.head_int4) if self.cublas == "all" or self.head_int4 else head(h)
         return logits.argmax(-1)
 
     def prefill(self, ids):
@@ -254,13 +299,13 @@ class FusedStep:
         x = self.inner.embed_tokens(ids)
         cos, sin = self.cos[:t].view(1, 1, t, -1), self.sin[:t].view(1, 1, t, -1)
         for i, layer in enumerate(self.layers):
-            q, k, v = self._heads(layer, layer.input_layernorm(x), cos, sin, self.qkv[i])
+            q, k, v = self._heads(i, layer, layer.input_layernorm(x), cos, sin)
             self.k_cache[i][:, :, :t] = k
             self.v_cache[i][:, :, :t] = v
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.n_kv != self.n_heads)
-            x = x + self._out(layer.self_attn.o_proj, out.transpose(1, 2).reshape(ids.shape[0], t, -1))
-            x = x + self._mlp(layer, layer.post_attention_layernorm(x), self.gate_up[i])
-        logits = self.model.lm_head(self.inner.norm(x[:, -1:]))
+            x = x + self._out(layer.self_attn.o_proj, out.transpose(1, 2).reshape(ids.shape[0], t, -1), self.int4[i].get("o"))
+            x = x + self._mlp(i, layer, layer.post_attention_layernorm(x))
+        logits = self._out(self.model.lm_head, self.inner.norm(x[:, -1:]), self.head_int4)
         return logits.argmax(-1)
 
 

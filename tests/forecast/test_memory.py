@@ -110,3 +110,18 @@ def test_format_per_param_view():
     fmt = weight_format("bf16", "torchao-int4wo", 128)
     assert fmt.linear_bytes_per_param(4096, 4096) == pytest.approx(0.5 + 4 / 128)
     assert weight_format("bf16").linear_bytes_per_param() == 2
+
+
+def test_quantized_head_is_counted_in_its_format(llama8b):
+    """quantize_lm_head: the head leaves the dense part and is stored (and read each step) like a Linear."""
+    from optpipe.forecast.speed import weight_bytes_read_per_step
+
+    s = shape_from_config(llama8b)
+    plain, head = weight_format("bf16", "torchao-int4wo"), weight_format("bf16", "torchao-int4wo", quantize_lm_head=True)
+    head_dense = 128256 * 4096 * 2
+    head_int4 = 128256 * 4096 // 2 + 128256 * (4096 // 128) * 4  # int4 + bf16 scale and zero per group of 128
+    assert weight_bytes(s, plain) - weight_bytes(s, head) == head_dense - head_int4
+    assert weight_bytes_read_per_step(s, plain) - weight_bytes_read_per_step(s, head) == head_dense - head_int4
+    assert head.name.endswith("+head") and head.quantized_head
+    with pytest.raises(ValueError, match="needs a torchao method"):
+        weight_format("bf16", "bnb-nf4", quantize_lm_head=True)

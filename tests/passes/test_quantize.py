@@ -105,3 +105,30 @@ def test_cuda_int4_method_round_trips(method, tiny_model_dir, tmp_path):
     assert again.settings.quantization == method
     with torch.inference_mode():
         assert torch.allclose(again.model(ids).logits.float(), out, atol=1e-2)
+
+
+def test_quantize_lm_head_option(tiny_model_dir, tiny_tokenizer, tmp_path, ctx):
+    """quantize_lm_head stores an untied output head in the method's format (the embedding stays a plain
+    table) and survives saving; a tied head fails the candidate with the reason; non-torchao methods
+    are refused before any work."""
+    from optpipe.errors import PassFailed
+    from tests.conftest import make_tiny_model
+
+    q = get_pass("quantize")
+    untied = make_tiny_model(len(tiny_tokenizer))
+    untied.config.tie_word_embeddings = False
+    untied.lm_head.weight = torch.nn.Parameter(untied.lm_head.weight.detach().clone())
+    untied.save_pretrained(tmp_path / "untied")
+    tiny_tokenizer.save_pretrained(tmp_path / "untied")
+    cand = q.apply(load_candidate(tmp_path / "untied"), params(["torchao-int8wo"], quantize_lm_head=True), ctx)
+    assert type(cand.model.lm_head.weight.data) is not torch.Tensor  # a torchao tensor subclass
+    assert type(cand.model.get_input_embeddings().weight.data) is torch.Tensor
+    again = load_candidate(cand.save(tmp_path / "head"))
+    assert type(again.model.lm_head.weight.data) is not torch.Tensor
+    default = q.apply(load_candidate(tmp_path / "untied"), params(["torchao-int8wo"]), ctx)
+    assert type(default.model.lm_head.weight.data) is torch.Tensor
+    assert "quantize_lm_head" not in params(["torchao-int8wo"]).chain_params()  # default keeps old cache keys
+    with pytest.raises(PassFailed, match="ties lm_head"):
+        q.apply(load_candidate(tiny_model_dir), params(["torchao-int8wo"], quantize_lm_head=True), ctx)
+    reasons = q.requirements(params(["bnb-int8"], quantize_lm_head=True), load_target("cpu-x86"), ENV)
+    assert any("quantize_lm_head is for torchao methods only" in r for r in reasons)

@@ -83,7 +83,14 @@ def quantization_config(params, method: str):
             bnb_4bit_compute_dtype=torch_dtype(params.compute_dtype),
         )
     from torchao import quantization as q
-    from transformers import TorchAoConfig
+    from transformers import TorchAoConfig as _TorchAoConfig
+
+    def TorchAoConfig(config):  # noqa: N802 - transformers' name, with the lm_head choice applied
+        if not params.quantize_lm_head:
+            return _TorchAoConfig(config)
+        # An explicit (empty) skip list replaces transformers' default skips (lm_head). The input
+        # embedding is no Linear and stays a plain lookup table.
+        return _TorchAoConfig(config, modules_to_not_convert=[])
 
     if method == "torchao-int8wo":
         # version 2 (Int8Tensor) explicitly: torchao 0.17 defaults to version 1 (AffineQuantizedTensor),
