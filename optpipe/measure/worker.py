@@ -164,12 +164,12 @@ def kl_against_reference(recorder, kl_job: KLReferenceJob):
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def die_with_parent(poll_s: float = 0.5) -> None:
+def die_with_parent(poll_s: float = 0.5, pdeathsig: bool = True) -> None:
     """A SIGKILLed build must not leave its measurement running (writing into the next run's logs).
     Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); everywhere, a
     daemon thread also exits when the parent pid changes (reparented to init or a subreaper)."""
     parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
-    if sys.platform.startswith("linux"):
+    if pdeathsig and sys.platform.startswith("linux"):
         try:
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         except (OSError, AttributeError):
