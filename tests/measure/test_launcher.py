@@ -66,7 +66,6 @@ def test_worker_dies_with_its_sigkilled_parent(pdeathsig):
     import signal
     import subprocess
     import sys
-    import time
 
     import psutil
 
