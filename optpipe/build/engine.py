@@ -225,7 +225,7 @@ class Build:
             )
         try:
             self.save_progress()
-        except OSError:
+        except (OSError, OutputWriteError):
             pass
 
     def _clean_work(self) -> None:
@@ -432,7 +432,8 @@ class Build:
             self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
             rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
         rec.status = "measured"
-        self.cache.put(rec.cache_key, rec.measurements)
+        with _writing(self.cache.root, 1 << 20):
+            self.cache.put(rec.cache_key, rec.measurements)
         if rec.index == 0:
             prune_kl_references(kl_ref)
 

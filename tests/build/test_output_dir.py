@@ -99,3 +99,24 @@ def test_cli_refuses_a_foreign_directory_before_any_work(tiny_model_dir, tmp_pat
     assert sorted(p.name for p in theirs.iterdir()) == ["thesis.tex"]
     res = CliRunner().invoke(app, ["build", str(recipe), "-o", str(theirs / "thesis.tex")])
     assert res.exit_code == EXIT_INVALID_INPUT and "is a file, not a directory" in res.output
+
+
+def test_sigterm_ends_the_build_as_interrupted(tiny_model_dir, tmp_path):
+    import os
+    import signal
+
+    from optpipe.build.engine import Build
+    from optpipe.build.plan import plan
+    from optpipe.errors import EXIT_INTERRUPTED, BuildInterrupted
+
+    def on_event(event, payload):
+        if event == "phase":
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` or a job scheduler does
+
+    out = tmp_path / "out"
+    with pytest.raises(BuildInterrupted, match="resume from the cache") as exc:
+        Build(plan(fast_recipe(tiny_model_dir, out)), on_event).run()
+    assert exc.value.exit_code == EXIT_INTERRUPTED
+    m = read_manifest(out)
+    assert m["status"] == "interrupted" and m["error"] == "interrupted by SIGTERM"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the build's handler is gone again
