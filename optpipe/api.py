@@ -23,6 +23,7 @@ from optpipe.measure.calibration import HostCalibration, calibrate_host, calibra
 from optpipe.measure.job import measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
+from optpipe.output.directory import check_output_dir, read_manifest
 from optpipe.output.report import COLUMNS, row
 from optpipe.passes import registry as pass_registry
 from optpipe.passes.onnx_export.environment import create_export_environment
@@ -110,6 +111,8 @@ def calibrate(
 __all__ = [
     "HostCalibration",
     "calibrate",
+    "check_output_dir",
+    "read_manifest",
     "PlanForecast",
     "forecast",
     "render_table",

@@ -4,13 +4,12 @@ nothing else of optpipe but the errors and their exit codes (an import-linter co
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from optpipe.errors import OptpipeError, exit_code_for
+from optpipe.errors import EXIT_INTERRUPTED, BuildInterrupted, OptpipeError, exit_code_for
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="optpipe: recipe in, measured deployable model out.")
 
@@ -32,6 +31,8 @@ def _fail(exc: OptpipeError) -> None:
         err.print(f"[bold red]{len(problems)} problem(s):[/]")
         for p in problems:
             err.print("  " + p.render(), markup=False, soft_wrap=True)
+    elif exc.exit_code == EXIT_INTERRUPTED:
+        err.print(f"[bold yellow]{exc}[/]", soft_wrap=True)
     else:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     raise typer.Exit(exc.exit_code)
@@ -193,6 +194,8 @@ def _live_printer(console):
             state["status"] = f"[{rec.index} {rec.name}] {msg}"
             if live is None and not msg.startswith(("perplexity window", "benchmark trial")):
                 console.print(f"  [{rec.index} {rec.name}] {msg}", markup=False)
+        elif event == "note":
+            console.print(f"[yellow]note:[/] {payload}", soft_wrap=True)
         elif event == "candidate":
             rows.append(row(payload))
             if live is None:
@@ -230,6 +233,8 @@ def build(
         p = plan(r, recipe)
     except OptpipeError as exc:
         _fail(exc)
+    except KeyboardInterrupt:  # before anything was built (Typer would exit 130 silently)
+        _fail(BuildInterrupted("interrupted (SIGINT) before the build started; nothing was written"))
     ev, bm = r.evaluation, r.benchmark
     console.print(
         f"[bold]optpipe build[/] {recipe}: target {p.target.name}, device {p.device}, {len(p.passes)} passes, stop: {r.stop}"
@@ -250,6 +255,9 @@ def build(
     except OptpipeError as exc:
         stop()
         _fail(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C while the first one was being recorded
+        stop()
+        _fail(BuildInterrupted(f"interrupted (SIGINT) — run the same command again to resume from the cache ({p.output_dir})"))
     stop()
     took = time.perf_counter() - t0
     console.print(
@@ -359,14 +367,7 @@ def setup_onnx(
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        print(
-            "interrupted: measured candidates are in the output dir's manifest.json and cache; run again to resume",
-            file=sys.stderr,
-        )
-        sys.exit(130)
+    app()  # Typer turns a KeyboardInterrupt into a silent exit 130: `build` catches its own (BuildInterrupted)
 
 
 if __name__ == "__main__":

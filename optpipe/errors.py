@@ -9,6 +9,7 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_INVALID_INPUT = 2
 EXIT_BUDGET_NOT_MET = 3
 EXIT_BUDGET_INCONCLUSIVE = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,20 @@ class PassFailed(CandidateFailed):
 
 class MeasurementFailed(CandidateFailed):
     """The measurement process of one candidate exited with an error (its log has the traceback)."""
+
+
+class OutputWriteError(OptpipeError):
+    """Writing into the output directory failed in a way the user must fix (the disk is full, the
+    directory became read-only). Everything measured so far is in the cache and the manifest."""
+
+    exit_code = EXIT_INVALID_INPUT
+
+
+class BuildInterrupted(OptpipeError):
+    """The build was stopped by SIGINT or SIGTERM; the manifest says `interrupted` and keeps every
+    measurement made, and the cache lets the same command resume."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 def exit_code_for(status: str) -> int:

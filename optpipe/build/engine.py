@@ -5,33 +5,43 @@ manifest.json and report.md are rewritten atomically after every candidate, and 
 cached by content, so a killed build loses nothing it measured and resumes where it stopped. A
 candidate that a pass or its measurement could not produce (`CandidateFailed`) is recorded and the
 build goes on; any other exception is optpipe's own bug and ends the build loudly.
+
+The output directory is the user's disk (output/directory.py): the build marks and locks it, deletes
+only what it made, and leaves a manifest that says how it ended: MET / NOT MET / INCONCLUSIVE,
+`interrupted` (SIGINT, SIGTERM) or `failed` (with the error), every measurement kept. artifact/
+exists after a build exactly when its manifest says MET.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
-from optpipe.build.plan import Plan, PlannedPass, plan
+from optpipe.build.plan import Plan, PlannedPass, plan, source_bytes
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
-from optpipe.errors import CandidateFailed, InvalidInputError, PassFailed
+from optpipe.errors import BuildInterrupted, CandidateFailed, InvalidInputError, OutputWriteError, PassFailed
 from optpipe.evaluate.data import WIKITEXT_MD5
-from optpipe.files import write_json_atomic, write_text_atomic
+from optpipe.files import free_bytes, is_disk_full, normalize_modes, tree_size, write_json_atomic, write_text_atomic
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
 from optpipe.measure.bench import peak_rss_bytes
 from optpipe.measure.job import KLReferenceJob, measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
-from optpipe.output.artifact import write_artifact
-from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
+from optpipe.output.artifact import remove_artifact, remove_leftovers, write_artifact
+from optpipe.output.directory import OutputLock, WorkDir, claim_output_dir, stale_message
+from optpipe.output.manifest import FAILED, INTERRUPTED, RUNNING, CandidateRecord, Manifest, ModelInfo
 from optpipe.output.report import markdown
 from optpipe.passes import PassContext, PassParams, get_pass, run_pass
 from optpipe.passes.base import failures_as_pass_failed
@@ -76,12 +86,67 @@ def _slug(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in label)
 
 
-def save_candidate(candidate: Any, directory: Path) -> None:
-    """Save a candidate's files; a library refusing to serialize what a pass made is the pass's failure."""
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the build is, so it ends like a Ctrl-C: manifest `interrupted`, exit 130."""
+
+
+@contextmanager
+def _signals_as_interrupts() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers live in the main thread
+        yield
+        return
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _disk_full(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if is_disk_full(exc) or "No space left on device" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(path: Path, needed_bytes: int) -> OutputWriteError:
+    return OutputWriteError(
+        f"the disk is full: writing {path} needs about {needed_bytes} bytes ({needed_bytes / 1e9:.2f} GB), "
+        f"{free_bytes(path)} bytes are free. Every measurement so far is in the manifest and the cache: "
+        "free space (or choose an output_dir on another disk) and run the same command again"
+    )
+
+
+@contextmanager
+def _writing(path: Path, needed_bytes: int) -> Iterator[None]:
+    """A full disk while writing output is the user's to fix: a clear error, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if _disk_full(exc):
+            raise disk_full_error(path, needed_bytes) from exc
+        raise
+
+
+def save_candidate(candidate: Any, directory: Path, needed_bytes: int = 0) -> None:
+    """Save a candidate's files; a library refusing to serialize what a pass made is the pass's failure,
+    a full disk is not (the next candidate could not be saved either)."""
     if directory.exists():
         shutil.rmtree(directory)
-    with failures_as_pass_failed("saving the candidate failed: "):
-        candidate.save(directory)
+    try:
+        with failures_as_pass_failed("saving the candidate failed: "):
+            candidate.save(directory)
+    except PassFailed as exc:
+        if _disk_full(exc):
+            shutil.rmtree(directory, ignore_errors=True)
+            raise disk_full_error(directory, needed_bytes) from exc
+        raise
+    normalize_modes(directory)  # transformers writes weights 0600
 
 
 class Build:
@@ -93,11 +158,15 @@ class Build:
         self.keep = keep_candidates
         self.out = p.output_dir
         self.work = self.out / "work"
+        self.workdir = WorkDir(self.work)
         self.cache = ResultCache(self.out / ".cache")
         self.records: list[CandidateRecord] = []
         self.started = datetime.now(timezone.utc)
         self.model_fp = ""
-        self.status = "running"
+        self.status = RUNNING
+        self.error = ""
+        self.notes: list[str] = []
+        self.model_bytes = 0  # the baseline's files: about what saving one more candidate needs
         self.stopped = False  # stop: first and a candidate met every line
         self.selected: CandidateRecord | None = None
         self.artifact_dir: Path | None = None
@@ -108,6 +177,65 @@ class Build:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> BuildResult:
+        """Claim and lock the output directory, build, and leave a manifest that says how it ended."""
+        claim_output_dir(self.out, self.p.recipe_file)
+        with OutputLock(self.out), _signals_as_interrupts():
+            try:
+                self._take_over()
+                return self._run()
+            except KeyboardInterrupt as exc:
+                how = "SIGTERM" if isinstance(exc, _Terminated) else "SIGINT"
+                self._end(INTERRUPTED, f"interrupted by {how}")
+                raise BuildInterrupted(
+                    f"interrupted ({how}) — run the same command again to resume from the cache "
+                    f"(every measurement so far is in {self.out / 'manifest.json'})"
+                ) from None
+            except BaseException as exc:
+                self._end(FAILED, f"{type(exc).__name__}: {str(exc).strip()}")
+                raise
+            finally:
+                if not self.keep:
+                    self._clean_work()
+
+    def _take_over(self) -> None:
+        """Clear what a killed build left (ours only) and say so if its manifest still says running."""
+        remove_leftovers(self.out)
+        self.workdir.open()
+        previous = self.out / "manifest.json"
+        if previous.exists():
+            try:
+                old = Manifest.model_validate_json(previous.read_text())
+            except ValueError:
+                old = None
+            if old is not None and old.status == RUNNING:  # we hold the lock: its build is gone
+                note = f"previous build interrupted: {stale_message(old.pid)}"
+                self.notes.append(note)
+                self.progress("note", note)
+        self.save_progress()  # `running` with our pid, from the first moment
+
+    def _end(self, status: str, error: str) -> None:
+        """Record how an unfinished build ended, keeping every measurement (best effort: the disk may be full)."""
+        self.status, self.error = status, error
+        for rec in self.records:
+            if rec.status == "pending":  # the candidate the build was working on
+                rec.reason = rec.reason or f"not finished: build {status}"
+        if (self.out / "artifact").exists() and self.artifact_dir is None:
+            self.notes.append(
+                "artifact/ is an earlier build's (its own manifest.json names its recipe): this build did not finish"
+            )
+        try:
+            self.save_progress()
+        except (OSError, OutputWriteError):
+            pass
+
+    def _clean_work(self) -> None:
+        if not self.work.exists():
+            return
+        left = self.workdir.clean()
+        if left:
+            self.progress("note", f"left {self.work} in place: it holds files optpipe did not make ({', '.join(left[:5])})")
+
+    def _run(self) -> BuildResult:
         self._forecast()
         parent = self._baseline()
         for step in self.p.passes:
@@ -171,7 +299,6 @@ class Build:
         from optpipe.runtime.torch_candidate import TorchCandidate
 
         p = self.p
-        self.work.mkdir(parents=True, exist_ok=True)
         self.progress("phase", f"fingerprinting model ({p.model.describe()})")
         self.model_fp = p.model.fingerprint()
         self.progress("phase", f"loading model ({p.model.describe()})")
@@ -232,14 +359,19 @@ class Build:
         verdicts = [r.verdict for r in self.records]
         chosen = select_artifact(verdicts, [r.measurements for r in self.records], self.p.recipe.stop, self.p.recipe.objective)
         self.status = build_status(verdicts).value
+        artifact = self.out / "artifact"
         if chosen is not None:
             self.selected = self.records[chosen]
-            self.artifact_dir = self.out / "artifact"
+            self.artifact_dir = artifact
             self.save_progress()
-            write_artifact(Path(self.selected.directory), self.artifact_dir, self.manifest())
+            source = Path(self.selected.directory)
+            with _writing(artifact, tree_size(source)):
+                write_artifact(source, artifact, self.manifest())
+        elif remove_artifact(artifact):  # a deploy script that checks for artifact/ must not ship an earlier model
+            note = f"removed the earlier build's {artifact}: this build is {self.status}, so there is no artifact"
+            self.notes.append(note)
+            self.progress("note", note)
         self.save_progress()
-        if not self.keep:
-            shutil.rmtree(self.work, ignore_errors=True)
         return BuildResult(Verdict(self.status), self.selected, self.records, self.out, self.artifact_dir, self.manifest())
 
     # ------------------------------------------------------------------ one candidate
@@ -251,13 +383,16 @@ class Build:
         rec = CandidateRecord(index=index, name=label, chain=list(parent_chain))
         self.records.append(rec)
         t0 = time.perf_counter()
-        cand_dir = self.work / f"{index:02d}-{_slug(label)}"
+        cand_dir = self.workdir.track(f"{index:02d}-{_slug(label)}")
+        self.workdir.track(f"{cand_dir.name}.job")
         try:
             cand = make()
             if params is not None:
                 rec.chain = parent_chain + [params.chain_params() | {"pass_version": get_pass(params.kind).version}]
             rec.cache_key = self._key(rec.chain)
-            save_candidate(cand, cand_dir)
+            save_candidate(cand, cand_dir, self.model_bytes or source_bytes(self.p.model))
+            if index == 0:
+                self.model_bytes = tree_size(cand_dir)
             self._measure(rec, cand_dir)
         except CandidateFailed as exc:
             if index == 0:
@@ -284,7 +419,7 @@ class Build:
 
     def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
         r = self.p.recipe
-        kl_ref = self.out / ".cache" / f"kl-reference-{self.records[0].cache_key}.pt"  # records[0]: the baseline
+        kl_ref = self._kl_reference()
         cached = self.cache.get(rec.cache_key)
         # a cached baseline whose reference log-probs are gone is measured again: later KLs need them
         if cached is not None and not (rec.index == 0 and r.evaluation.kl_tokens and not kl_ref.exists()):
@@ -297,9 +432,27 @@ class Build:
             self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
             rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
         rec.status = "measured"
-        self.cache.put(rec.cache_key, rec.measurements)
+        with _writing(self.cache.root, 1 << 20):
+            self.cache.put(rec.cache_key, rec.measurements)
         if rec.index == 0:
             prune_kl_references(kl_ref)
+
+    def _kl_reference(self) -> Path:
+        """The baseline's log-probs, in the cache root (shared across output directories with
+        OPTPIPE_CACHE_DIR), keyed by what determines them, so a new output directory reuses them."""
+        p = self.p
+        key = cache_key(
+            {
+                "kl_reference": 1,
+                "model": self.model_fp,
+                "device": p.device,
+                "gpu": p.env.gpu_name,
+                "evaluation": p.recipe.evaluation.model_dump(),
+                "eval_data": WIKITEXT_MD5,
+                "packages": {k: p.env.packages.get(k) for k in KEY_PACKAGES},
+            }
+        )
+        return self.cache.root / f"kl-reference-{key}.pt"
 
     def _run_job(self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None) -> Measurements:
         r = self.p.recipe
@@ -396,6 +549,9 @@ class Build:
             started=self.started.isoformat(),
             updated=datetime.now(timezone.utc).isoformat(),
             status=self.status,
+            pid=os.getpid(),
+            error=self.error,
+            notes=self.notes,
             selected=self.selected.name if self.selected else None,
             artifact_dir=str(self.artifact_dir) if self.artifact_dir else None,
             pass_chain=[pp.params.chain_params() for pp in p.passes],
@@ -407,10 +563,10 @@ class Build:
         )
 
     def save_progress(self) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
         m = self.manifest()
-        write_json_atomic(self.out / "manifest.json", m)
-        write_text_atomic(self.out / "report.md", markdown(m))
+        with _writing(self.out / "manifest.json", 1 << 20):
+            write_json_atomic(self.out / "manifest.json", m)
+            write_text_atomic(self.out / "report.md", markdown(m))
 
 
 def build(

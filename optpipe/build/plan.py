@@ -11,8 +11,10 @@ from pathlib import Path
 from optpipe.build.cache import optpipe_cache_root
 from optpipe.build.recipe import Recipe
 from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.files import tree_size
 from optpipe.measure.calibration import HostCalibration, calibration_file, load_calibration
 from optpipe.measure.job import ProjectionJob
+from optpipe.output.directory import check_output_dir
 from optpipe.passes import PassParams, get_pass
 from optpipe.runtime.host_probe import detect_host
 from optpipe.spec.host import HostEnv
@@ -182,6 +184,14 @@ def _output_dir(recipe: Recipe, recipe_file: str) -> Path:
     return Path(recipe.output_dir.format(recipe=stem))
 
 
+def source_bytes(model: ResolvedModel) -> int:
+    """A local model's bytes on disk (0 for a hub id): the saved baseline and the artifact take about as much each."""
+    if model.kind == "hub":
+        return 0
+    root = Path(model.location)
+    return tree_size(root / model.gguf_file) if model.gguf_file else tree_size(root)
+
+
 def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None = None) -> Plan:
     """Check everything that can be checked before loading a model; report all problems at once."""
     recipe_file = str(recipe_file)
@@ -204,6 +214,8 @@ def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None 
         pp, pass_problems = _plan_pass(i + 1, params, target, env, recipe_file)
         planned.append(pp)
         problems += pass_problems
+    out = _output_dir(recipe, recipe_file)
+    problems += check_output_dir(out, 2 * source_bytes(model) if model is not None else 0, origin=recipe_file)
     if problems:
         if Path(recipe_file).is_file():
             problems = [replace(pr, line=pr.line or field_line(recipe_file, pr.field)) for pr in problems]
@@ -217,7 +229,7 @@ def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None 
         device,
         model,
         planned,
-        _output_dir(recipe, recipe_file),
+        out,
         measurement_conditions(device, target, env),
         warnings,
     )

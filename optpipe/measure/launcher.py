@@ -19,6 +19,7 @@ from optpipe.measure.job import MeasureJob
 from optpipe.measure.results import Measurements
 
 PROGRESS_PREFIX = "@@optpipe "
+PARENT_PID_ENV = "OPTPIPE_PARENT_PID"  # the worker dies when this process is gone (worker.die_with_parent)
 
 
 def run_isolated(
@@ -30,7 +31,7 @@ def run_isolated(
     job_path, result_path = workdir / "job.json", workdir / "result.json"
     result_path.unlink(missing_ok=True)
     write_json_atomic(job_path, job)
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false", **{PARENT_PID_ENV: str(os.getpid())})
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "optpipe.measure.worker", str(job_path), str(result_path)],
@@ -39,14 +40,19 @@ def run_isolated(
             text=True,
             env=env,
         )
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith(PROGRESS_PREFIX):
-                if on_progress:
-                    on_progress(line[len(PROGRESS_PREFIX) :].rstrip())
-            else:
-                log.write(line)
-        code = proc.wait()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if line.startswith(PROGRESS_PREFIX):
+                    if on_progress:
+                        on_progress(line[len(PROGRESS_PREFIX) :].rstrip())
+                else:
+                    log.write(line)
+            code = proc.wait()
+        finally:  # interrupted or crashed here: the child must not outlive this build
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     if code != 0 or not result_path.exists():
         tail = "".join(Path(log_path).read_text().splitlines(keepends=True)[-25:])
         raise MeasurementFailed(f"measurement process exited with {code}; log: {log_path}\n{tail}")

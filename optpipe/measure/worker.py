@@ -7,14 +7,18 @@ Started by `optpipe.measure.launcher.run_isolated`, never imported by the build 
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from optpipe.files import write_json_atomic
 from optpipe.measure.job import KLReferenceJob, MeasureJob
-from optpipe.measure.launcher import PROGRESS_PREFIX
+from optpipe.measure.launcher import PARENT_PID_ENV, PROGRESS_PREFIX
 from optpipe.measure.results import Measurements
 
 
@@ -157,7 +161,33 @@ def kl_against_reference(recorder, kl_job: KLReferenceJob):
     return kl_from_reference(reference, recorder.tensor())
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(poll_s: float = 0.5, pdeathsig: bool = True) -> None:
+    """A SIGKILLed build must not leave its measurement running (writing into the next run's logs).
+    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG); everywhere, a
+    daemon thread also exits when the parent pid changes (reparented to init or a subreaper)."""
+    parent = int(os.environ.get(PARENT_PID_ENV) or os.getppid())
+    if pdeathsig and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # no prctl here: the watcher below still ends the worker
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="optpipe-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     job_path, result_path = argv
     job = MeasureJob.model_validate_json(Path(job_path).read_text())
     try:

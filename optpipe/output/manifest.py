@@ -11,6 +11,8 @@ from optpipe.measure.results import Measurements
 
 MANIFEST_SCHEMA_VERSION = 2  # 2: typed records (optpipe 0.1 restructure); 1 had the same fields, untyped
 
+RUNNING, INTERRUPTED, FAILED = "running", "interrupted", "failed"  # a build's status besides the verdicts
+
 CandidateStatus = Literal["pending", "measured", "cached", "skipped", "failed", "not run"]
 
 
@@ -53,7 +55,10 @@ class Manifest(JsonRecord):
     packages: dict[str, str | None]
     started: str
     updated: str
-    status: str
+    status: str  # running, MET, NOT MET, INCONCLUSIVE, interrupted, failed
+    pid: int | None = None  # the build process (a `running` manifest whose build is gone was interrupted)
+    error: str = ""  # why a `failed` or `interrupted` build ended
+    notes: list[str] = []  # what the build did to the output directory (e.g. removed an earlier artifact)
     selected: str | None = None
     artifact_dir: str | None = None
     pass_chain: list[dict[str, Any]]

@@ -147,6 +147,8 @@ def markdown(manifest: Manifest) -> str:
         f"- benchmark: prompt {bm['prompt_tokens']} tokens, {bm['new_tokens']} new tokens, batch {bm['batch_size']}, greedy; "
         f"memory = {first.memory_kind() if first else 'peak RSS during benchmark' if manifest.candidates else '–'}",
         f"- status: **{manifest.status}**" + (f", selected: **{manifest.selected}**" if manifest.selected else ""),
+        *([f"- error: {manifest.error}"] if manifest.error else []),
+        *[f"- note: {n}" for n in manifest.notes],
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),

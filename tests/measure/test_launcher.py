@@ -49,3 +49,35 @@ def test_spread_and_percentile():
     assert s.mean == 2.5 and s.p50 == 2.5 and s.min == 1.0 and s.max == 4.0
     assert percentile([10, 20, 30, 40, 50], 95) == pytest.approx(48.0)
     assert s.cv == pytest.approx(s.stdev / 2.5)
+
+
+PARENT = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", sys.argv[1]], env=dict(os.environ, OPTPIPE_PARENT_PID=str(os.getpid())))
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("pdeathsig", [True, False], ids=["prctl", "watcher"])
+def test_worker_dies_with_its_sigkilled_parent(pdeathsig):
+    """A SIGKILLed build must not leave its measurement process running (it wrote into the next run's logs)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    child_code = f"import time; from optpipe.measure.worker import die_with_parent; die_with_parent(0.2, {pdeathsig}); print('ready', flush=True); time.sleep(120)"
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, child_code], stdout=subprocess.PIPE, text=True)
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert parent.stdout.readline().strip() == "ready"  # the child (same stdout) is past die_with_parent
+    assert child.is_running() and child.status() != psutil.STATUS_ZOMBIE
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    try:
+        child.wait(timeout=5)
+    except psutil.TimeoutExpired:
+        child.kill()
+        pytest.fail("the worker outlived its SIGKILLed parent by 5 s")
