@@ -10,9 +10,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from optpipe.build.cache import optpipe_cache_root
-from optpipe.build.forecasting import read_shape
 from optpipe.build.recipe import Recipe
 from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.forecast.gguf_check import GGUFError, check_gguf
 from optpipe.measure.calibration import HostCalibration, calibration_file, load_calibration
 from optpipe.measure.job import ProjectionJob
 from optpipe.passes import PassParams, get_pass
@@ -223,7 +223,7 @@ def check_inputs(recipe: Recipe, recipe_file: str | Path = NO_FILE) -> CheckedIn
     model = out.model
     try:
         if model.gguf_file:
-            read_shape(model, recipe_file)
+            _check_gguf_file(Path(model.location) / model.gguf_file, recipe_file)
         elif model.kind == "hf-dir":
             _check_config_json(Path(model.location), recipe_file)
     except InvalidInputError as exc:
@@ -231,6 +231,23 @@ def check_inputs(recipe: Recipe, recipe_file: str | Path = NO_FILE) -> CheckedIn
     if spec.trust_remote_code and model.kind in ("hf-dir", "hub"):
         out.warnings.append(_remote_code_warning(model))
     return out
+
+
+def _check_gguf_file(path: Path, recipe_file: str) -> None:
+    try:
+        check_gguf(path)
+    except (GGUFError, OSError) as exc:
+        raise InvalidInputError(
+            [
+                Problem(
+                    recipe_file,
+                    None,
+                    "model.source",
+                    str(path),
+                    f"not a readable GGUF file ({exc}); re-download or re-export it",
+                )
+            ]
+        ) from None
 
 
 def _check_config_json(directory: Path, recipe_file: str) -> None:
