@@ -7,6 +7,7 @@ a few-line Python equivalent:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,8 +44,10 @@ def measure_directory(
     its runtime settings, exactly as a build measures its candidates."""
     check_saved_model(directory)  # a missing weight file or damaged runtime file is named here, not in a lost log
     job = measure_job(directory, device, evaluation, benchmark)
-    with tempfile.TemporaryDirectory(prefix="optpipe-") as tmp:
-        return run_isolated(job, Path(tmp) / "job", Path(tmp) / "log.txt", on_progress=on_progress)
+    tmp = Path(tempfile.mkdtemp(prefix="optpipe-measure-"))
+    result = run_isolated(job, tmp / "job", tmp / "log.txt", on_progress=on_progress)  # on failure its log stays
+    shutil.rmtree(tmp, ignore_errors=True)  # the error message names the log, so it is kept only then
+    return result
 
 
 @dataclass

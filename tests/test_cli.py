@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -129,3 +130,16 @@ def test_alias_bomb_exits_2_quickly_in_a_small_memory(tmp_path):
     )
     assert out.returncode == EXIT_INVALID_INPUT, out.stderr
     assert "Traceback" not in out.stderr and f"{bomb}:" in out.stderr and "aliases expand" in out.stderr
+
+
+def test_a_failed_measurement_keeps_the_log_it_names(tmp_path, tiny_model_dir):
+    import re
+    import shutil
+
+    shutil.copytree(tiny_model_dir, tmp_path / "artifact")
+    (tmp_path / "artifact" / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    res = runner.invoke(app, ["bench", str(tmp_path / "artifact"), "--new-tokens", "2", "--prompt-tokens", "2"])
+    assert res.exit_code != 0
+    log = Path(re.search(r"log: (\S+)", res.output).group(1))
+    assert log.is_file() and "no-such-architecture" in log.read_text()
+    shutil.rmtree(log.parent)
