@@ -200,6 +200,7 @@ class CheckedInputs:
     that stop `validate` and `build`, and warnings to show before anything is loaded."""
 
     model: ResolvedModel | None
+    output_dir: Path
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -212,7 +213,8 @@ def check_inputs(recipe: Recipe, recipe_file: str | Path = NO_FILE) -> CheckedIn
     recipe_file = str(recipe_file)
     base_dir = Path(recipe_file).parent if recipe_file != NO_FILE else Path.cwd()
     spec = recipe.model
-    out = CheckedInputs(None)
+    out = CheckedInputs(None, _output_dir(recipe, recipe_file))
+    # (The output directory's own checks, output/directory.py check_output_dir, belong here too.)
     try:
         out.model = resolve_model(
             spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
@@ -316,7 +318,7 @@ def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None 
         device,
         model,
         planned,
-        _output_dir(recipe, recipe_file),
+        checked.output_dir,
         measurement_conditions(device, target, env),
         warnings,
     )
