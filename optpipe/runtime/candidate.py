@@ -82,18 +82,21 @@ def check_saved_model(directory: str | Path) -> RuntimeSettings:
     d = Path(directory)
     if not d.is_dir():
         raise InvalidInputError([Problem(str(d), None, "<directory>", MISSING, "not a directory: pass a build's artifact/ dir")])
+    settings = read_settings(d)
     config = d / "config.json"
-    if not config.is_file():
+    if settings.format == "transformers" and not config.is_file():
         raise InvalidInputError(
             [Problem(str(config), None, "<file>", MISSING, "missing: not a model directory; pass a build's artifact/ dir")]
         )
-    try:
-        ok = isinstance(json.loads(config.read_bytes()), dict)
-    except (OSError, ValueError):
-        ok = False
-    if not ok:
-        raise InvalidInputError([Problem(str(config), None, "<file>", MISSING, "not a readable JSON object; re-save the model")])
-    settings = read_settings(d)
+    if config.is_file():
+        try:
+            ok = isinstance(json.loads(config.read_bytes()), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidInputError(
+                [Problem(str(config), None, "<file>", MISSING, "not a readable JSON object; re-save the model")]
+            )
     missing = _missing_weights(d, settings)
     if missing:
         raise InvalidInputError(
