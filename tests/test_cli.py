@@ -84,6 +84,7 @@ def test_validate_runs_builds_input_checks(tmp_path):
         res = runner.invoke(app, ["validate", str(recipe)])
         assert res.exit_code == EXIT_INVALID_INPUT, res.output
         assert f"{recipe}:2: model.source" in res.output and message in res.output
+        assert max(len(line) for line in res.output.splitlines()) < 500  # a 5,000-character value is shortened
         assert runner.invoke(app, ["build", str(recipe)]).exit_code == EXIT_INVALID_INPUT
 
 
