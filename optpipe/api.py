@@ -7,6 +7,7 @@ a few-line Python equivalent:
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 from optpipe.build.cache import optpipe_cache_root
 from optpipe.build.engine import Build, BuildResult, build
 from optpipe.build.forecasting import forecast_recipe
-from optpipe.build.plan import Plan, host_target, plan
+from optpipe.build.plan import CheckedInputs, Plan, check_inputs, host_target, plan, validate
 from optpipe.build.recipe import Recipe, load_recipe, parse_recipe, recipe_schema
 from optpipe.errors import InvalidInputError, Problem
 from optpipe.forecast import CandidateForecast, ModelShape, render_table
@@ -27,8 +28,8 @@ from optpipe.output.directory import check_output_dir, read_manifest
 from optpipe.output.report import COLUMNS, row
 from optpipe.passes import registry as pass_registry
 from optpipe.passes.onnx_export.environment import create_export_environment
+from optpipe.runtime import check_saved_model
 from optpipe.runtime import load_candidate as load
-from optpipe.spec.model_source import resolve_model
 from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
 from optpipe.spec.targets import Target, list_targets, load_target
 
@@ -42,11 +43,12 @@ def measure_directory(
 ) -> Measurements:
     """Benchmark and/or evaluate a saved model directory (e.g. an artifact) in a fresh process, with
     its runtime settings, exactly as a build measures its candidates."""
-    if not (Path(directory) / "config.json").is_file():
-        raise InvalidInputError(f"{directory} is not a model directory (no config.json): pass a build's artifact/ dir")
+    check_saved_model(directory)  # a missing weight file or damaged runtime file is named here, not in a lost log
     job = measure_job(directory, device, evaluation, benchmark)
-    with tempfile.TemporaryDirectory(prefix="optpipe-") as tmp:
-        return run_isolated(job, Path(tmp) / "job", Path(tmp) / "log.txt", on_progress=on_progress)
+    tmp = Path(tempfile.mkdtemp(prefix="optpipe-measure-"))
+    result = run_isolated(job, tmp / "job", tmp / "log.txt", on_progress=on_progress)  # on failure its log stays
+    shutil.rmtree(tmp, ignore_errors=True)  # the error message names the log, so it is kept only then
+    return result
 
 
 @dataclass
@@ -63,11 +65,8 @@ def forecast(recipe: Recipe, recipe_file: str | Path = "<recipe>") -> PlanForeca
     """Predict every candidate's memory and roofline speed on the target from the model's config and
     weight-file headers (no weights are read), then check whether this host could build it."""
     recipe_file = str(recipe_file)
-    base_dir = Path(recipe_file).parent if recipe_file != "<recipe>" else Path.cwd()
-    spec = recipe.model
-    model = resolve_model(
-        spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
-    )
+    model = validate(recipe, recipe_file).model
+    assert model is not None  # validate raised otherwise
     target = load_target(recipe.target)
     shape, rows = forecast_recipe(recipe, model, target, recipe_file)
     problems: list[Problem] = []
@@ -109,6 +108,9 @@ def calibrate(
 
 
 __all__ = [
+    "CheckedInputs",
+    "check_inputs",
+    "validate",
     "HostCalibration",
     "calibrate",
     "check_output_dir",

@@ -42,12 +42,17 @@ def _fail(exc: OptpipeError) -> None:
 def validate(recipe: Path = typer.Argument(..., help="Recipe YAML file.")) -> None:
     """Check a recipe and report every problem at once (file:line: field: message)."""
     from optpipe.api import load_recipe
+    from optpipe.api import validate as check
 
     try:
         r = load_recipe(recipe)
+        checked = check(r, recipe)
     except OptpipeError as exc:
         _fail(exc)
-    _console().print(f"{recipe}: OK ({len(r.passes)} passes, target {r.target})")
+    console = _console()
+    for w in checked.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    console.print(f"{recipe}: OK ({len(r.passes)} passes, target {r.target})")
 
 
 @app.command(name="plan")
@@ -229,7 +234,8 @@ def build(
     try:
         r = load_recipe(recipe)
         if output_dir is not None:
-            r = r.model_copy(update={"output_dir": str(output_dir)})
+            # Command-line paths are the shell's: relative to the working directory, not the recipe's.
+            r = r.model_copy(update={"output_dir": str(output_dir.absolute()).replace("{", "{{").replace("}", "}}")})
         p = plan(r, recipe)
     except OptpipeError as exc:
         _fail(exc)

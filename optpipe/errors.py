@@ -24,7 +24,10 @@ class Problem:
 
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
-        value = "" if self.value is _MISSING else f" (got {self.value!r})"
+        shown = repr(self.value)
+        if len(shown) > 160:  # a 5,000-character path or a pasted blob: the start says enough
+            shown = f"{shown[:120]}... ({len(shown)} characters)"
+        value = "" if self.value is _MISSING else f" (got {shown})"
         return f"{where}: {self.field}: {self.message}{value}"
 
 

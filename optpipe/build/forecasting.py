@@ -22,9 +22,24 @@ from optpipe.spec.targets import Target
 
 def read_shape(model: ResolvedModel, origin: str = "<recipe>") -> ModelShape:
     """The model's shape from its config and weight-file headers only."""
+    if model.gguf_file:
+        gguf = Path(model.location) / model.gguf_file
+        try:
+            return read_gguf(gguf)
+        except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError) as exc:
+            # gguf's reader fails on a text file or a truncated download with numpy reshape errors.
+            raise InvalidInputError(
+                [
+                    Problem(
+                        origin,
+                        None,
+                        "model.source",
+                        str(gguf),
+                        f"not a readable GGUF file (not GGUF at all, or truncated: {exc}); re-download or re-export it",
+                    )
+                ]
+            ) from None
     try:
-        if model.gguf_file:
-            return read_gguf(Path(model.location) / model.gguf_file)
         if model.kind == "hf-dir":
             return read_hf_directory(model.location)
         return shape_from_config(_hub_config(model))

@@ -4,6 +4,7 @@ problem at once. Nothing here loads weights."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from optpipe.build.cache import optpipe_cache_root
 from optpipe.build.recipe import Recipe
 from optpipe.errors import MISSING, InvalidInputError, Problem
 from optpipe.files import tree_size
+from optpipe.forecast.gguf_check import GGUFError, check_gguf
 from optpipe.measure.calibration import HostCalibration, calibration_file, load_calibration
 from optpipe.measure.job import ProjectionJob
 from optpipe.output.directory import check_output_dir
@@ -180,8 +182,119 @@ def _plan_pass(
 
 
 def _output_dir(recipe: Recipe, recipe_file: str) -> Path:
+    """The output directory. A relative `output_dir` written in the recipe resolves against the
+    recipe file's directory, like the model path; the default (none written) against the working
+    directory. Shown relative to the working directory where it lies below it."""
     stem = Path(recipe_file).stem if recipe_file != NO_FILE else "recipe"
-    return Path(recipe.output_dir.format(recipe=stem))
+    path = Path(recipe.output_dir.format(recipe=stem)).expanduser()  # the recipe checked the placeholders
+    if path.is_absolute() or "output_dir" not in recipe.model_fields_set or recipe_file == NO_FILE:
+        return path
+    resolved = (Path(recipe_file).parent / path).resolve()
+    try:
+        return resolved.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return resolved
+
+
+@dataclass
+class CheckedInputs:
+    """What `check_inputs` found: the model (None where it could not be resolved), the problems
+    that stop `validate` and `build`, and warnings to show before anything is loaded."""
+
+    model: ResolvedModel | None
+    output_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_inputs(recipe: Recipe, recipe_file: str | Path = NO_FILE) -> CheckedInputs:
+    """The checks of the files a recipe names, shared by `optpipe validate` and `build` (so validate
+    never passes a recipe build then rejects): the model source exists and can be looked at, a GGUF
+    file is a readable GGUF (header and tensor table), a model directory's config.json is JSON, the
+    output directory is ours or empty, writable and has room, and trust_remote_code names the code
+    it will run. Needs no host probe, no torch, no network."""
+    recipe_file = str(recipe_file)
+    base_dir = Path(recipe_file).parent if recipe_file != NO_FILE else Path.cwd()
+    spec = recipe.model
+    out = CheckedInputs(None, _output_dir(recipe, recipe_file))
+    try:
+        out.model = resolve_model(
+            spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
+        )
+    except InvalidInputError as exc:
+        out.problems += exc.problems
+    # The output directory: ours or empty, writable, room for the saved baseline and the artifact.
+    out.problems += check_output_dir(out.output_dir, 2 * source_bytes(out.model) if out.model else 0, origin=recipe_file)
+    if out.model is None:
+        return out
+    model = out.model
+    try:
+        if model.gguf_file:
+            _check_gguf_file(Path(model.location) / model.gguf_file, recipe_file)
+        elif model.kind == "hf-dir":
+            _check_config_json(Path(model.location), recipe_file)
+    except InvalidInputError as exc:
+        out.problems += exc.problems
+    if spec.trust_remote_code and model.kind in ("hf-dir", "hub"):
+        out.warnings.append(_remote_code_warning(model))
+    return out
+
+
+def _check_gguf_file(path: Path, recipe_file: str) -> None:
+    try:
+        check_gguf(path)
+    except (GGUFError, OSError) as exc:
+        raise InvalidInputError(
+            [
+                Problem(
+                    recipe_file,
+                    None,
+                    "model.source",
+                    str(path),
+                    f"not a readable GGUF file ({exc}); re-download or re-export it",
+                )
+            ]
+        ) from None
+
+
+def _check_config_json(directory: Path, recipe_file: str) -> None:
+    config = directory / "config.json"
+    try:
+        data = json.loads(config.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(
+            [
+                Problem(
+                    recipe_file, None, "model.source", str(config), f"config.json is not readable JSON ({exc}); re-save the model"
+                )
+            ]
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidInputError(
+            [Problem(recipe_file, None, "model.source", str(config), "config.json is not a JSON object; re-save the model")]
+        )
+
+
+def _remote_code_warning(model: ResolvedModel) -> str:
+    if model.kind == "hub":
+        return f"model.trust_remote_code is true: loading runs Python code downloaded from the hub repo {model.location}"
+    files = sorted(str(p.relative_to(model.location)) for p in Path(model.location).rglob("*.py"))
+    what = ", ".join(files) if files else "no .py files found there (nothing to run)"
+    return f"model.trust_remote_code is true: loading runs this Python code from {model.location}: {what}. Review it first"
+
+
+def _with_lines(problems: list[Problem], recipe_file: str) -> list[Problem]:
+    if problems and Path(recipe_file).is_file():
+        return [replace(pr, line=pr.line or field_line(recipe_file, pr.field)) for pr in problems]
+    return problems
+
+
+def validate(recipe: Recipe, recipe_file: str | Path = NO_FILE) -> CheckedInputs:
+    """`optpipe validate` past the schema: `check_inputs`, raising its problems (with lines)."""
+    checked = check_inputs(recipe, recipe_file)
+    if checked.problems:
+        raise InvalidInputError(_with_lines(checked.problems, str(recipe_file)))
+    return checked
 
 
 def source_bytes(model: ResolvedModel) -> int:
@@ -195,31 +308,20 @@ def source_bytes(model: ResolvedModel) -> int:
 def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None = None) -> Plan:
     """Check everything that can be checked before loading a model; report all problems at once."""
     recipe_file = str(recipe_file)
-    base_dir = Path(recipe_file).parent if recipe_file != NO_FILE else Path.cwd()
     env = env or detect_host()
     target = load_target(recipe.target)
-    problems: list[Problem] = []
-    model = None
-    try:
-        spec = recipe.model
-        model = resolve_model(
-            spec.source, spec.gguf_file, spec.revision, spec.trust_remote_code, base_dir=base_dir, origin=recipe_file
-        )
-    except InvalidInputError as exc:
-        problems += exc.problems
+    checked = check_inputs(recipe, recipe_file)
+    problems, model = list(checked.problems), checked.model
     device, device_problems, warnings = _device(recipe, target, env, recipe_file)
     problems += device_problems
+    warnings = checked.warnings + warnings
     planned = []
     for i, params in enumerate(recipe.passes):
         pp, pass_problems = _plan_pass(i + 1, params, target, env, recipe_file)
         planned.append(pp)
         problems += pass_problems
-    out = _output_dir(recipe, recipe_file)
-    problems += check_output_dir(out, 2 * source_bytes(model) if model is not None else 0, origin=recipe_file)
     if problems:
-        if Path(recipe_file).is_file():
-            problems = [replace(pr, line=pr.line or field_line(recipe_file, pr.field)) for pr in problems]
-        raise InvalidInputError(problems)
+        raise InvalidInputError(_with_lines(problems, recipe_file))
     assert model is not None  # resolve_model raised otherwise
     return Plan(
         recipe,
@@ -229,7 +331,7 @@ def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None 
         device,
         model,
         planned,
-        out,
+        checked.output_dir,
         measurement_conditions(device, target, env),
         warnings,
     )

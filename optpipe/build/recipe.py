@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import string
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -29,6 +30,23 @@ from optpipe.spec.settings import (
 )
 
 SCHEMA_VERSION = 1
+DEFAULT_OUTPUT_DIR = "optpipe-out/{recipe}"
+
+
+def output_dir_template_problem(template: str) -> None:
+    """Raise ValueError unless `{recipe}` is the template's only placeholder (str.format would
+    otherwise fail, or fill `{0}`/`{name}` with nothing sensible, only when the build starts)."""
+    try:
+        fields = [(name, spec, conv) for _, name, spec, conv in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"{exc}: the only placeholder is {{recipe}}; write {{{{ and }}}} for a literal brace") from None
+    for name, spec, conv in fields:
+        if name != "recipe" or spec or conv:
+            shown = "{" + name + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(
+                f"unknown placeholder {shown}: the only placeholder is {{recipe}} (the recipe file's stem); "
+                "write {{ and }} for a literal brace"
+            )
 
 
 def _pass_union():
@@ -56,7 +74,11 @@ class Recipe(Strict):
     objective: Literal["decode_tok_s", "size_gb", "memory_gb"] = Field(
         "decode_tok_s", description="With stop: best, how to rank the candidates that meet the budget."
     )
-    output_dir: str = Field("optpipe-out/{recipe}", description="Where the artifact and report go ({recipe} = file stem).")
+    output_dir: str = Field(
+        DEFAULT_OUTPUT_DIR,
+        description="Where the artifact and report go; {recipe} = the recipe file's stem, {{ and }} = literal braces. "
+        "A relative path resolves against the recipe file's directory (the default: against the working directory).",
+    )
 
     @field_validator("target")
     @classmethod
@@ -68,6 +90,12 @@ class Recipe(Strict):
             hint = difflib.get_close_matches(v, known, n=1)
             msg = f"unknown target; known: {', '.join(known)}"
             raise ValueError(msg + (f". Did you mean '{hint[0]}'?" if hint else ""))
+        return v
+
+    @field_validator("output_dir")
+    @classmethod
+    def _only_recipe_placeholder(cls, v: str) -> str:
+        output_dir_template_problem(v)
         return v
 
     @classmethod
@@ -149,7 +177,7 @@ def _allowed_fields(parent_loc: tuple, root: object) -> list[str]:
 
 def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
     root = yaml_diagnostics.compose(text, filename)
-    data = yaml_diagnostics.load(text) if root is not None else None
+    data = yaml_diagnostics.load(text, filename) if root is not None else None
     if not isinstance(data, dict):
         raise InvalidInputError(
             [Problem(filename, 1, "<root>", MISSING, "a recipe is a YAML mapping with at least 'model' and 'target'")]
@@ -163,9 +191,30 @@ def parse_recipe(text: str, filename: str = "<recipe>") -> Recipe:
 
 def load_recipe(path: str | Path) -> Recipe:
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError([Problem(str(path), None, "<file>", MISSING, "recipe file not found")])
-    return parse_recipe(path.read_text(), str(path))
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InvalidInputError([Problem(str(path), None, "<file>", MISSING, "recipe file not found")]) from None
+    except OSError as exc:
+        raise InvalidInputError(
+            [Problem(str(path), None, "<file>", MISSING, f"cannot read the recipe: {exc.strerror or exc}")]
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidInputError(
+            [
+                Problem(
+                    str(path),
+                    line,
+                    "<file>",
+                    MISSING,
+                    f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}; save the recipe as UTF-8",
+                )
+            ]
+        ) from None
+    return parse_recipe(text, str(path))
 
 
 def recipe_schema() -> dict[str, Any]:

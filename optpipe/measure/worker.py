@@ -156,7 +156,7 @@ def kl_against_reference(recorder, kl_job: KLReferenceJob):
         return KLResult(reference="self (this candidate is the reference)", n=recorder.count)
     if not path.exists():
         return KLResult(error=f"reference log-probs {path} are missing (the baseline came from an older cache)")
-    reference = torch.load(path, map_location="cpu")
+    reference = torch.load(path, map_location="cpu", weights_only=True)
     _progress(f"kl: {reference.shape[0]} positions against the baseline")
     return kl_from_reference(reference, recorder.tensor())
 

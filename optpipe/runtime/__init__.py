@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from optpipe.runtime.candidate import Candidate, RuntimeSettings, read_settings
+from optpipe.runtime.candidate import Candidate, RuntimeSettings, check_saved_model, read_settings
 
 # format -> "module:function(directory, settings, device)"; a new runtime adds one line here.
 LOADERS = {
@@ -20,11 +20,11 @@ def load_candidate(directory: str | Path, device: str | None = None) -> Candidat
     """A saved candidate of any format, ready to measure or serve (`optpipe.load`)."""
     from optpipe.errors import InvalidInputError
 
-    settings = read_settings(directory)
+    settings = check_saved_model(directory)  # names a missing weight file or a damaged runtime file
     if settings.format not in LOADERS:
         raise InvalidInputError(f"{directory}: unknown candidate format {settings.format!r} (known: {', '.join(LOADERS)})")
     module, func = LOADERS[settings.format].split(":")
     return getattr(importlib.import_module(module), func)(directory, settings, device)
 
 
-__all__ = ["Candidate", "RuntimeSettings", "LOADERS", "load_candidate", "read_settings"]
+__all__ = ["Candidate", "RuntimeSettings", "LOADERS", "check_saved_model", "load_candidate", "read_settings"]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from optpipe.errors import InvalidInputError
+from optpipe.errors import MISSING, InvalidInputError, Problem
+from optpipe.runtime.dtypes import DTYPES
 
 RUNTIME_FILE = "optpipe_runtime.json"
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".onnx", ".gguf", ".pt", ".pth", ".data"}
@@ -40,17 +41,88 @@ class RuntimeSettings:
         (Path(directory) / RUNTIME_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
+_TEXT_FIELDS = ("format", "dtype", "attn_implementation", "device")
+_OPTIONAL = {"compile": dict, "quantization": str, "calibration": dict, "onnx": dict}
+
+
 def read_settings(directory: str | Path) -> RuntimeSettings:
-    """The runtime settings saved beside a candidate's weights (defaults for a plain model directory)."""
+    """The runtime settings saved beside a candidate's weights (defaults for a plain model directory).
+    A damaged file is an InvalidInputError naming the file and the bad field, never a traceback later."""
     path = Path(directory) / RUNTIME_FILE
     if not path.exists():
         return RuntimeSettings()
+    fix = "restore it from the build, or delete it to load the directory as a plain transformers model"
     try:
-        return RuntimeSettings(**json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as exc:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise InvalidInputError(
-            f"{path} is not a valid optpipe runtime file ({exc}); delete it to load the directory as a plain transformers model"
+            [Problem(str(path), None, "<file>", MISSING, f"not a readable optpipe runtime file ({exc}); {fix}")]
         ) from None
+    if not isinstance(data, dict):
+        raise InvalidInputError([Problem(str(path), None, "<root>", MISSING, f"not a JSON object; {fix}")])
+    known = {f.name for f in fields(RuntimeSettings)}
+    problems = [Problem(str(path), None, k, data[k], f"unknown field; {fix}") for k in data if k not in known]
+    for k in _TEXT_FIELDS:
+        if k in data and not isinstance(data[k], str):
+            problems.append(Problem(str(path), None, k, data[k], f"must be a string; {fix}"))
+    for k, kind in _OPTIONAL.items():
+        if data.get(k) is not None and not isinstance(data[k], kind):
+            problems.append(Problem(str(path), None, k, data[k], f"must be a {kind.__name__} or absent; {fix}"))
+    if isinstance(data.get("dtype"), str) and data["dtype"] not in DTYPES:
+        problems.append(Problem(str(path), None, "dtype", data["dtype"], f"expected one of {', '.join(DTYPES)}; {fix}"))
+    if problems:
+        raise InvalidInputError(problems)
+    return RuntimeSettings(**data)
+
+
+def check_saved_model(directory: str | Path) -> RuntimeSettings:
+    """What a saved model directory must hold before a process is spent loading it: config.json (a
+    JSON object), a valid runtime file, and its weight files (every shard an index names). Each
+    missing or damaged file is named, so `optpipe bench|eval` on a damaged artifact says what is gone."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise InvalidInputError([Problem(str(d), None, "<directory>", MISSING, "not a directory: pass a build's artifact/ dir")])
+    settings = read_settings(d)
+    config = d / "config.json"
+    if settings.format == "transformers" and not config.is_file():
+        raise InvalidInputError(
+            [Problem(str(config), None, "<file>", MISSING, "missing: not a model directory; pass a build's artifact/ dir")]
+        )
+    if config.is_file():
+        try:
+            ok = isinstance(json.loads(config.read_bytes()), dict)
+        except (OSError, ValueError):
+            ok = False
+        if not ok:
+            raise InvalidInputError(
+                [Problem(str(config), None, "<file>", MISSING, "not a readable JSON object; re-save the model")]
+            )
+    missing = _missing_weights(d, settings)
+    if missing:
+        raise InvalidInputError(
+            [
+                Problem(str(d / m), None, "<file>", MISSING, "weight file missing (deleted?); rebuild or copy the artifact again")
+                for m in missing
+            ]
+        )
+    return settings
+
+
+def _missing_weights(d: Path, settings: RuntimeSettings) -> list[str]:
+    """Weight files the directory should have and does not (an empty list when all are there)."""
+    if settings.format == "onnx":
+        return [] if any(d.glob("*.onnx")) else ["model.onnx"]
+    missing: list[str] = []
+    for index in sorted(d.glob("*.index.json")):  # sharded checkpoints name their shards
+        try:
+            shards = set(json.loads(index.read_bytes()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            return [index.name]
+        missing += sorted(str(s) for s in shards if not (d / str(s)).is_file())
+    if missing:
+        return missing
+    has_weights = any(p.suffix in {".safetensors", ".bin", ".pt", ".pth"} for p in d.iterdir())
+    return [] if has_weights else ["model.safetensors"]
 
 
 @dataclass(frozen=True)

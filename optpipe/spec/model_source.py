@@ -85,12 +85,34 @@ def resolve_model(
                 f"{filename} missing from the installed package at {directory}; reinstall: {BUNDLED_INSTALL_HINT}", source, origin
             )
         return ResolvedModel("bundled", str(directory), filename)
+    try:
+        local = _resolve_local(source, gguf_file, trust_remote_code, base_dir, origin)
+    except (OSError, ValueError, RuntimeError) as exc:  # ENAMETOOLONG, EACCES, a NUL byte, ~nobody: unusable path
+        why = getattr(exc, "strerror", None) or str(exc)
+        raise _problem(f"cannot access this path: {why}; check model.source", source, origin) from None
+    if local is not None:
+        return local
+    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
+        return ResolvedModel("hub", source, gguf_file, revision, trust_remote_code)
+    raise _problem(
+        f"not a bundled model ({', '.join(BUNDLED)}), an existing directory or .gguf file, or a hub id 'org/name' "
+        "(relative paths resolve against the recipe's directory)",
+        source,
+        origin,
+    )
+
+
+def _resolve_local(
+    source: str, gguf_file: str | None, trust_remote_code: bool, base_dir: Path | None, origin: str
+) -> ResolvedModel | None:
+    """A local .gguf file or model directory; None where nothing exists at the path (maybe a hub id).
+    A relative path resolves against `base_dir` (the recipe's directory), never the working directory."""
     path = Path(source).expanduser()
-    if not path.is_absolute() and base_dir is not None and (base_dir / path).exists():
+    if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise _problem("GGUF file not found", source, origin)
+            raise _problem(f"GGUF file not found (looked at {path})", source, origin)
         return ResolvedModel("gguf", str(path.parent.resolve()), path.name)
     if path.is_dir():
         if gguf_file:
@@ -102,10 +124,4 @@ def resolve_model(
                 "directory has no config.json; expected a transformers model directory (or set gguf_file)", source, origin
             )
         return ResolvedModel("hf-dir", str(path.resolve()), None, None, trust_remote_code)
-    if source.count("/") == 1 and not source.startswith((".", "/", "~")):
-        return ResolvedModel("hub", source, gguf_file, revision, trust_remote_code)
-    raise _problem(
-        f"not a bundled model ({', '.join(BUNDLED)}), an existing directory or .gguf file, or a hub id 'org/name'",
-        source,
-        origin,
-    )
+    return None

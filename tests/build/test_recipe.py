@@ -106,3 +106,30 @@ def test_field_line_finds_plan_time_fields():
     assert lines[n - 1].strip().startswith("max_memory_gb")
     n = field_line(path, "passes[1] (quantize)")
     assert "pass: quantize" in lines[n - 1]
+
+
+@pytest.mark.parametrize("template", ["{", "}", "{0}", "out/{name}", "{recipe!r}", "{recipe:>9}", "{}"])
+def test_output_dir_allows_only_the_recipe_placeholder(template):
+    text = f"model: {{source: smollm2-135m}}\ntarget: cpu-x86\noutput_dir: '{template}'\n"
+    (problem,) = problems_of(text)
+    assert (problem.file, problem.line, problem.field) == ("r.yaml", 3, "output_dir")
+    assert "the only placeholder is {recipe}" in problem.message
+
+
+def test_output_dir_literal_braces_are_doubled():
+    r = parse_recipe("model: {source: smollm2-135m}\ntarget: cpu-x86\noutput_dir: 'out/{{x}}/{recipe}'\n", "r.yaml")
+    assert r.output_dir.format(recipe="cpu") == "out/{x}/cpu"
+
+
+def test_non_utf8_recipe_names_line_and_byte(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("model: {source: smollm2-135m}\ntarget: cpu-x86\n# café\n".encode("latin-1"))
+    with pytest.raises(InvalidInputError) as exc:
+        load_recipe(path)
+    (problem,) = exc.value.problems
+    assert problem.line == 3 and "byte 0xe9 at offset 51" in problem.message and "UTF-8" in problem.message
+
+
+def test_unreadable_recipe_path_is_an_input_error(tmp_path):
+    with pytest.raises(InvalidInputError, match="cannot read the recipe"):
+        load_recipe(tmp_path)  # a directory

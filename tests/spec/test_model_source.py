@@ -30,3 +30,26 @@ def test_bundled_model_resolves():
     require_bundled_model()
     r = resolve_model("smollm2-135m")
     assert r.kind == "bundled" and r.gguf_file.endswith(".gguf")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [("a" * 5000, "File name too long"), ("~no-such-user-xyz/m.gguf", "home directory")],
+)
+def test_unusable_paths_are_input_errors(tmp_path, source, message):
+    with pytest.raises(InvalidInputError, match="cannot access this path") as exc:
+        resolve_model(source, base_dir=tmp_path, origin="r.yaml")
+    assert message in exc.value.problems[0].message and exc.value.problems[0].field == "model.source"
+
+
+def test_relative_paths_resolve_against_the_recipe_directory_not_the_cwd(tmp_path, tiny_model_dir, monkeypatch):
+    import shutil
+
+    recipes = tmp_path / "recipes"
+    recipes.mkdir()
+    shutil.copytree(tiny_model_dir, tmp_path / "model")
+    monkeypatch.chdir(recipes)
+    assert resolve_model("../model", base_dir=recipes).location == str((tmp_path / "model").resolve())
+    monkeypatch.chdir(tmp_path)  # ./model exists here, but the recipe lives in recipes/
+    with pytest.raises(InvalidInputError, match="relative paths resolve against the recipe's directory"):
+        resolve_model("./model", base_dir=recipes)

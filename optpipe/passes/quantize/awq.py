@@ -21,7 +21,7 @@ def awq_worker(job_file: str) -> None:
 
     model = AutoModelForCausalLM.from_pretrained(job["parent"], device_map=job["device"])
     tok = AutoTokenizer.from_pretrained(job["parent"])
-    ids = torch.load(job["calib"])
+    ids = torch.load(job["calib"], weights_only=True)
     # amp=False: tune and export in fp32. With amp (its default) auto-round casts the model to bf16 on
     # the CPU, writes the non-quantized tensors in bf16, then "restores" every tensor that was fp32 in
     # the parent checkpoint from that checkpoint. That restore undoes the AWQ scales folded into the
