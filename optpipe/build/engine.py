@@ -33,6 +33,7 @@ from optpipe.measure.results import Measurements
 from optpipe.output.artifact import write_artifact
 from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
 from optpipe.output.report import markdown
+from optpipe.output.report_html import html_report
 from optpipe.passes import PassContext, PassParams, get_pass, run_pass
 from optpipe.passes.base import failures_as_pass_failed
 
@@ -411,6 +412,7 @@ class Build:
         m = self.manifest()
         write_json_atomic(self.out / "manifest.json", m)
         write_text_atomic(self.out / "report.md", markdown(m))
+        write_text_atomic(self.out / "report.html", html_report(m))
 
 
 def build(
