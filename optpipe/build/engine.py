@@ -1,7 +1,7 @@
 """The build loop, top to bottom: plan -> baseline -> for each pass: its variants -> judge ->
 keep the parent of the next pass / stop -> artifact.
 
-manifest.json and report.md are rewritten atomically after every candidate, and measurements are
+manifest.json, report.md and report.html are rewritten atomically after every candidate, and measurements are
 cached by content, so a killed build loses nothing it measured and resumes where it stopped. A
 candidate that a pass or its measurement could not produce (`CandidateFailed`) is recorded and the
 build goes on; any other exception is optpipe's own bug and ends the build loudly.

@@ -142,6 +142,18 @@ def _axes(x: _Scale, y: _Scale, x_label: str) -> list[str]:
     return out
 
 
+def _note_boxes(lines: BudgetLines, x: _Scale, y: _Scale) -> list[Box]:
+    """Where _budget writes its labels (right-aligned), so point labels keep clear of them."""
+    boxes = []
+    if lines.min_acc is not None:
+        yy, w = y(lines.min_acc) - 5, 6 * len(f"budget: HellaSwag ≥ {lines.min_acc:.1f} (baseline − {lines.max_drop:g} pts)")
+        boxes.append((RIGHT - 4 - w, yy - 10, RIGHT - 4, yy + 3))
+    if lines.min_tok_s is not None:
+        xx, w = x(lines.min_tok_s) - 4, 6 * len(f"goal: ≥ {lines.min_tok_s:g} tok/s")
+        boxes.append((xx - w, TOP + 4, xx, TOP + 17))
+    return boxes
+
+
 def _budget(lines: BudgetLines, x: _Scale, y: _Scale) -> list[str]:
     out = []
     if lines.min_acc is not None:
@@ -180,24 +192,51 @@ def _radius(mem_gb: float, max_gb: float) -> float:
     return max(R_MIN, R_MAX * math.sqrt(mem_gb / max_gb))
 
 
-def _label_positions(points: list[PlotPoint], x: _Scale, y: _Scale, max_gb: float) -> dict[str, tuple[float, float]]:
-    """Where each point's name goes: right of its marker, moved down in 13 px steps past labels
-    already placed (estimated at 6.5 px a character), so close points stay readable."""
-    placed: list[tuple[float, float, float]] = []  # x, y baseline, width
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _label_positions(
+    points: list[PlotPoint], x: _Scale, y: _Scale, max_gb: float, notes: list[Box]
+) -> dict[str, tuple[float, float, str]]:
+    """Where each point's name goes (x, baseline y, text-anchor): right of its marker, else left of
+    it, moved down in 13 px steps until it covers no marker, budget note or label already placed (text
+    width estimated at 6.5 px a character), so close points stay readable."""
+    markers = {p.key: (x(p.tok_s), y(p.acc), _radius(p.memory_gb, max_gb)) for p in points}
+    taken: list[Box] = [(cx - r, cy - r, cx + r, cy + r) for cx, cy, r in markers.values()] + notes
     out = {}
     for p in sorted(points, key=lambda p: (y(p.acc), x(p.tok_s))):
-        label = p.name + (" ★ selected" if p.selected else "")
-        lx, ly, w = x(p.tok_s) + _radius(p.memory_gb, max_gb) + 5, y(p.acc) - 4, 6.5 * len(label)
-        for _ in range(40):
-            if not any(lx < ox + ow and ox < lx + w and abs(ly - oy) < 13 for ox, oy, ow in placed):
-                break
-            ly += 13
-        placed.append((lx, ly, w))
-        out[p.key] = (lx, ly)
+        cx, cy, r = markers[p.key]
+        w = 6.5 * len(p.name + (" ★ selected" if p.selected else ""))
+        own = (cx - r, cy - r, cx + r, cy + r)
+        tries = []
+        for dy in range(0, 13 * 30, 13):
+            ly = cy - 4 + dy
+            tries.append((cx + r + 5, ly, "start", (cx + r + 5, ly - 10, cx + r + 5 + w, ly + 3)))
+            tries.append((cx - r - 5, ly, "end", (cx - r - 5 - w, ly - 10, cx - r - 5, ly + 3)))
+        fits = [t for t in tries if t[3][0] >= LEFT and t[3][2] <= RIGHT and t[3][3] <= BOTTOM]
+        chosen = next((t for t in fits if not any(_overlaps(t[3], o) for o in taken if o != own)), (fits or tries)[0])
+        taken.append(chosen[3])
+        out[p.key] = chosen[:3]
     return out
 
 
-def _marker(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, on_front: bool, at: tuple[float, float]) -> str:
+def _label(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, at: tuple[float, float, str]) -> str:
+    cx, cy, r = x(p.tok_s), y(p.acc), _radius(p.memory_gb, max_gb)
+    lx, ly, anchor = at
+    parts = []
+    if ly > cy + 2:  # moved down past another label or marker: a leader line back to the marker
+        sx = 1 if anchor == "start" else -1
+        parts.append(element("line", x1=cx + sx * r * 0.7, y1=cy + r * 0.7, x2=lx - sx * 2, y2=ly - 4, stroke="#8c959f", stroke_width=0.8))
+    label = p.name + (" ★ selected" if p.selected else "")
+    parts.append(element("text", text(label), x=lx, y=ly, text_anchor=anchor, class_="label" + (" selected" if p.selected else "")))
+    return element("g", *parts, data_name=p.name)
+
+
+def _marker(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, on_front: bool) -> str:
     colour = VERDICT_COLOURS.get(p.verdict, OTHER_COLOUR)
     cx, cy, r = x(p.tok_s), y(p.acc), _radius(p.memory_gb, max_gb)
     where = f"projected to {p.projected_to} (measured {p.measured_tok_s:.1f} on this host)" if p.projected_to else "measured"
@@ -216,11 +255,6 @@ def _marker(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, on_front: bool, a
     parts.append(
         element("circle", cx=cx, cy=cy, r=r, fill=fill, fill_opacity=1 if p.projected_to else 0.75, stroke=colour, stroke_width=2.5, class_="marker")
     )
-    label = p.name + (" ★ selected" if p.selected else "")
-    lx, ly = at
-    if ly > cy:  # moved down past another label: a leader line back to the marker
-        parts.append(element("line", x1=cx + r * 0.7, y1=cy + r * 0.7, x2=lx - 2, y2=ly - 4, stroke="#8c959f", stroke_width=0.8))
-    parts.append(element("text", text(label), x=lx, y=ly, class_="label" + (" selected" if p.selected else "")))
     return element(
         "g", *parts, class_="point" + (" projected" if p.projected_to else "") + (" front" if on_front else ""), data_name=p.name
     )
@@ -288,10 +322,11 @@ def pareto_svg(manifest: Manifest) -> str:
     if len(front) > 1:
         pts = " ".join(f"{x(p.tok_s):.1f},{y(p.acc):.1f}" for p in front)
         parts.append(element("polyline", points=pts, fill="none", stroke=FRONT_COLOUR, stroke_width=1.5, stroke_opacity=0.6, class_="front-line"))
-    labels = _label_positions(points, x, y, max_gb)
+    labels = _label_positions(points, x, y, max_gb, _note_boxes(lines, x, y))
     # big markers first, so small ones stay clickable/visible on top
     for p in sorted(points, key=lambda p: -p.memory_gb if math.isfinite(p.memory_gb) else 0):
-        parts.append(_marker(p, x, y, max_gb, p.key in front_keys, labels[p.key]))
+        parts.append(_marker(p, x, y, max_gb, p.key in front_keys))
+    parts.append(element("g", *(_label(p, x, y, max_gb, labels[p.key]) for p in points), class_="labels"))  # above every marker
     parts += _legend(points, max_gb)
     return element(
         "svg",

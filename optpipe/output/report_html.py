@@ -21,7 +21,7 @@ dl.meta dt{color:#57606a} dl.meta dd{margin:0}
 table{border-collapse:collapse;font-size:12.5px} caption{text-align:left;color:#57606a;padding:4px 0}
 th,td{border:1px solid #d0d7de;padding:4px 6px;vertical-align:top;text-align:left}
 thead th{background:#f6f8fa;position:sticky;top:0}
-td.num{text-align:right;white-space:nowrap} td.chain{font-family:ui-monospace,monospace;font-size:12px;min-width:14em}
+td.num{text-align:right;white-space:nowrap} td.chain{font-family:ui-monospace,monospace;font-size:11.5px;min-width:12em;max-width:16em;overflow-wrap:break-word;white-space:pre-line}
 td.speed{min-width:9em} tr.checks-row td{border-top:none;padding-top:0}
 tr.failed,tr.skipped,tr.not-run{background:#fff8c5} tr.oom{background:#ffebe9} tr.selected{outline:2px solid #0969da}
 .projected{font-style:italic;text-decoration:underline dotted}
@@ -31,6 +31,7 @@ ul.checks{margin:0;padding-left:16px;font-size:12px;color:#424a53}
 .scroll{overflow-x:auto} svg.pareto{max-width:100%;height:auto;font-size:12px}
 svg .tick{fill:#57606a;font-size:11px} svg .axis{fill:#1f2328;font-size:13px} svg .note{font-size:11px}
 svg .label{font-size:11px;fill:#1f2328} svg .label.selected{font-weight:700}
+svg .label,svg .note{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 .muted{color:#57606a} p.note{color:#57606a;font-size:12px;max-width:900px}
 """
 
@@ -56,7 +57,7 @@ def chain_text(chain: list[dict[str, Any]]) -> str:
     for step in chain:
         args = ", ".join(f"{k}={_param(v)}" for k, v in step.items() if k not in ("pass", "pass_version") and v is not None)
         steps.append(f"{step.get('pass', '?')}({args})")
-    return " → ".join(steps) or "(none: the model as given)"
+    return "\n→ ".join(steps) or "(none: the model as given)"
 
 
 def _row_class(rec: CandidateRecord, selected: str | None) -> str:
