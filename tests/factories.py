@@ -101,7 +101,13 @@ def manifest(candidates, forecast=(), budget=None, goals=None, **fields):
     from optpipe.output.manifest import Manifest, ModelInfo  # output sits above measure: import where used
 
     recipe = {
-        "evaluation": {"hellaswag_items": 0, "seed": 1, "perplexity_tokens": 0, "perplexity_window": 512, "perplexity_stride": 256},
+        "evaluation": {
+            "hellaswag_items": 0,
+            "seed": 1,
+            "perplexity_tokens": 0,
+            "perplexity_window": 512,
+            "perplexity_stride": 256,
+        },
         "benchmark": {"prompt_tokens": 8, "new_tokens": 4, "batch_size": 1},
         "budget": budget or {"hellaswag_max_drop_points": 1.0, "perplexity_max_rise_pct": 3.0, "confidence": 0.95},
         "goals": goals or {},

@@ -137,7 +137,15 @@ def _axes(x: _Scale, y: _Scale, x_label: str) -> list[str]:
     out.append(element("text", text(x_label), x=(LEFT + RIGHT) / 2, y=BOTTOM + 40, text_anchor="middle", class_="axis"))
     yl = "HellaSwag acc_norm (%), bars ± 1 se"
     out.append(
-        element("text", text(yl), x=18, y=(TOP + BOTTOM) / 2, text_anchor="middle", class_="axis", transform=f"rotate(-90 18 {(TOP + BOTTOM) / 2})")
+        element(
+            "text",
+            text(yl),
+            x=18,
+            y=(TOP + BOTTOM) / 2,
+            text_anchor="middle",
+            class_="axis",
+            transform=f"rotate(-90 18 {(TOP + BOTTOM) / 2})",
+        )
     )
     return out
 
@@ -230,9 +238,13 @@ def _label(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, at: tuple[float, f
     parts = []
     if ly > cy + 2:  # moved down past another label or marker: a leader line back to the marker
         sx = 1 if anchor == "start" else -1
-        parts.append(element("line", x1=cx + sx * r * 0.7, y1=cy + r * 0.7, x2=lx - sx * 2, y2=ly - 4, stroke="#8c959f", stroke_width=0.8))
+        parts.append(
+            element("line", x1=cx + sx * r * 0.7, y1=cy + r * 0.7, x2=lx - sx * 2, y2=ly - 4, stroke="#8c959f", stroke_width=0.8)
+        )
     label = p.name + (" ★ selected" if p.selected else "")
-    parts.append(element("text", text(label), x=lx, y=ly, text_anchor=anchor, class_="label" + (" selected" if p.selected else "")))
+    parts.append(
+        element("text", text(label), x=lx, y=ly, text_anchor=anchor, class_="label" + (" selected" if p.selected else ""))
+    )
     return element("g", *parts, data_name=p.name)
 
 
@@ -242,7 +254,9 @@ def _marker(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, on_front: bool) -
     where = f"projected to {p.projected_to} (measured {p.measured_tok_s:.1f} on this host)" if p.projected_to else "measured"
     desc = (
         f"{p.index} {p.name}: {p.tok_s:.1f} decode tok/s {where}; HellaSwag {p.acc:.1f} ± {p.acc_se:.1f}; "
-        f"{p.memory_kind} {p.memory_gb:.2f} GB; {p.verdict}" + ("; on the Pareto front" if on_front else "") + ("; selected" if p.selected else "")
+        f"{p.memory_kind} {p.memory_gb:.2f} GB; {p.verdict}"
+        + ("; on the Pareto front" if on_front else "")
+        + ("; selected" if p.selected else "")
     )
     parts = [title(desc)]
     if p.acc_se > 0:
@@ -253,7 +267,17 @@ def _marker(p: PlotPoint, x: _Scale, y: _Scale, max_gb: float, on_front: bool) -
         parts.append(element("circle", cx=cx, cy=cy, r=r + 3.5, fill="none", stroke=FRONT_COLOUR, stroke_width=2))
     fill = "#fff" if p.projected_to else colour
     parts.append(
-        element("circle", cx=cx, cy=cy, r=r, fill=fill, fill_opacity=1 if p.projected_to else 0.75, stroke=colour, stroke_width=2.5, class_="marker")
+        element(
+            "circle",
+            cx=cx,
+            cy=cy,
+            r=r,
+            fill=fill,
+            fill_opacity=1 if p.projected_to else 0.75,
+            stroke=colour,
+            stroke_width=2.5,
+            class_="marker",
+        )
     )
     return element(
         "g", *parts, class_="point" + (" projected" if p.projected_to else "") + (" front" if on_front else ""), data_name=p.name
@@ -268,7 +292,9 @@ def _legend(points: list[PlotPoint], max_gb: float) -> list[str]:
         out.append(element("circle", cx=x0 + 8, cy=y - 4, r=6, fill=colour, fill_opacity=0.75, stroke=colour, stroke_width=2))
         out.append(element("text", text(verdict), x=x0 + 22, y=y, class_="note"))
         y += 20
-    out.append(element("circle", cx=x0 + 8, cy=y - 4, r=6, fill=OTHER_COLOUR, fill_opacity=0.75, stroke=OTHER_COLOUR, stroke_width=2))
+    out.append(
+        element("circle", cx=x0 + 8, cy=y - 4, r=6, fill=OTHER_COLOUR, fill_opacity=0.75, stroke=OTHER_COLOUR, stroke_width=2)
+    )
     out.append(element("text", "filled: measured on this host", x=x0 + 22, y=y, class_="note"))
     y += 20
     targets = sorted({p.projected_to for p in points if p.projected_to})
@@ -282,7 +308,9 @@ def _legend(points: list[PlotPoint], max_gb: float) -> list[str]:
     out.append(element("text", "Pareto front", x=x0 + 22, y=y, class_="note"))
     out.append(element("text", "(speed × accuracy)", x=x0 + 22, y=y + 14, class_="note"))
     y += 38
-    out.append(element("line", x1=x0, x2=x0 + 16, y1=y - 4, y2=y - 4, stroke=BUDGET_COLOUR, stroke_width=1.5, stroke_dasharray="6 4"))
+    out.append(
+        element("line", x1=x0, x2=x0 + 16, y1=y - 4, y2=y - 4, stroke=BUDGET_COLOUR, stroke_width=1.5, stroke_dasharray="6 4")
+    )
     out.append(element("text", "budget / goal line", x=x0 + 22, y=y, class_="note"))
     y += 26
     kinds = sorted({p.memory_kind for p in points})
@@ -311,7 +339,9 @@ def pareto_svg(manifest: Manifest) -> str:
     pad = max(0.5, 0.08 * (max(ys) - min(ys)))
     y = _Scale(min(ys) - pad, max(ys) + pad, BOTTOM, TOP)
     targets = sorted({p.projected_to for p in points if p.projected_to})
-    x_label = "decode tok/s, batch 1" + (f" (hollow: projected to {', '.join(targets)})" if targets else " (measured on this host)")
+    x_label = "decode tok/s, batch 1" + (
+        f" (hollow: projected to {', '.join(targets)})" if targets else " (measured on this host)"
+    )
     max_gb = max((p.memory_gb for p in points if math.isfinite(p.memory_gb)), default=1.0)
     parts = [
         title("Pareto plot: HellaSwag accuracy against decode speed, marker area by memory"),
@@ -321,7 +351,17 @@ def pareto_svg(manifest: Manifest) -> str:
     ]
     if len(front) > 1:
         pts = " ".join(f"{x(p.tok_s):.1f},{y(p.acc):.1f}" for p in front)
-        parts.append(element("polyline", points=pts, fill="none", stroke=FRONT_COLOUR, stroke_width=1.5, stroke_opacity=0.6, class_="front-line"))
+        parts.append(
+            element(
+                "polyline",
+                points=pts,
+                fill="none",
+                stroke=FRONT_COLOUR,
+                stroke_width=1.5,
+                stroke_opacity=0.6,
+                class_="front-line",
+            )
+        )
     labels = _label_positions(points, x, y, max_gb, _note_boxes(lines, x, y))
     # big markers first, so small ones stay clickable/visible on top
     for p in sorted(points, key=lambda p: -p.memory_gb if math.isfinite(p.memory_gb) else 0):

@@ -142,7 +142,13 @@ def predicted_vs_measured(manifest: Manifest) -> list[str]:
     """The plan's forecast beside what was measured, per candidate (a check on the forecast)."""
     if not manifest.forecast:
         return []
-    out = ["", "## Predicted (plan) vs measured", "", "| " + " | ".join(FORECAST_COLUMNS) + " |", "|" + "---|" * len(FORECAST_COLUMNS)]
+    out = [
+        "",
+        "## Predicted (plan) vs measured",
+        "",
+        "| " + " | ".join(FORECAST_COLUMNS) + " |",
+        "|" + "---|" * len(FORECAST_COLUMNS),
+    ]
     out += ["| " + " | ".join(cells) + " |" for cells in forecast_rows(manifest)]
     return out
 

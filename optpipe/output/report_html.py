@@ -57,7 +57,7 @@ def chain_text(chain: list[dict[str, Any]]) -> str:
     for step in chain:
         args = ", ".join(f"{k}={_param(v)}" for k, v in step.items() if k not in ("pass", "pass_version") and v is not None)
         steps.append(f"{step.get('pass', '?')}({args})")
-    return "\n→ ".join(steps) or "(none: the model as given)"
+    return "\n→\u00a0".join(steps) or "(none: the model as given)"
 
 
 def _row_class(rec: CandidateRecord, selected: str | None) -> str:
@@ -109,7 +109,7 @@ def candidate_table(manifest: Manifest) -> str:
             elif col == "decode tok/s":
                 tds.append(f'<td class="speed">{e(cell)}</td>')
             else:
-                tds.append(f'<td{" class=num" if col in NUMERIC else ""}>{e(cell)}</td>')
+                tds.append(f"<td{' class=num' if col in NUMERIC else ''}>{e(cell)}</td>")
         body.append(f'<tr class="{e(_row_class(rec, manifest.selected))}" data-candidate="{e(rec.name)}">{"".join(tds)}</tr>')
         body.append(_checks_row(rec, len(columns)))
     return (
@@ -143,7 +143,11 @@ def _header(manifest: Manifest) -> str:
         ("model", f"{e(manifest.model.description)} <span class=muted>(fingerprint {e(manifest.model.fingerprint)})</span>"),
         ("target", f"{e(manifest.target.get('name', '–'))} ({e(manifest.target.get('display_name', ''))})"),
         ("measured on", e(manifest.measured_on)),
-        ("host", e(f"{host.get('cpu', '?')}, {host.get('cpu_count', '?')} cores") + (f", GPU {e(host['gpu_name'])}" if host.get("gpu_name") else "")),
+        (
+            "host",
+            e(f"{host.get('cpu', '?')}, {host.get('cpu_count', '?')} cores")
+            + (f", GPU {e(host['gpu_name'])}" if host.get("gpu_name") else ""),
+        ),
         ("status", f'<span class="status {e(_slug(status))}" id="status">{e(status)}</span>'),
         ("selected", f"<strong>{e(manifest.selected)}</strong>" if manifest.selected else "none"),
         (
@@ -153,7 +157,12 @@ def _header(manifest: Manifest) -> str:
                 f"(window {ev.get('perplexity_window')}, stride {ev.get('perplexity_stride')})"
             ),
         ),
-        ("benchmark", e(f"prompt {bm.get('prompt_tokens')} tokens, {bm.get('new_tokens')} new tokens, batch {bm.get('batch_size')}, greedy")),
+        (
+            "benchmark",
+            e(
+                f"prompt {bm.get('prompt_tokens')} tokens, {bm.get('new_tokens')} new tokens, batch {bm.get('batch_size')}, greedy"
+            ),
+        ),
         ("updated", e(manifest.updated)),
     ]
     if manifest.reference:

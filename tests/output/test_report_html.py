@@ -17,9 +17,15 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 def scored(index, name, acc, tok_s, se=0.02, size=1e9, projected_tok_s=None, verdict="INCONCLUSIVE", **kw):
     """A measured candidate: HellaSwag acc_norm `acc` (fraction) over 100 items, `tok_s` decode."""
-    m = result(acc_norm=[1.0] * round(100 * acc) + [0.0] * (100 - round(100 * acc)), b=bench(tok_s, projected_tok_s=projected_tok_s), size=size)
+    m = result(
+        acc_norm=[1.0] * round(100 * acc) + [0.0] * (100 - round(100 * acc)),
+        b=bench(tok_s, projected_tok_s=projected_tok_s),
+        size=size,
+    )
     m.hellaswag = m.hellaswag.model_copy(update={"acc_norm_se": se})
-    return CandidateRecord(index=index, name=name, chain=kw.pop("chain", []), status="measured", measurements=m, verdict=verdict, **kw)
+    return CandidateRecord(
+        index=index, name=name, chain=kw.pop("chain", []), status="measured", measurements=m, verdict=verdict, **kw
+    )
 
 
 def svg_of(page: str) -> ET.Element:
@@ -95,11 +101,13 @@ def test_projected_speeds_are_plotted_hollow_at_the_projected_figure_and_marked_
     page = html_report(manifest(recs))
     svg = svg_of(page)
     pts = points(svg)
-    for name, g in pts.items():
+    for g in pts.values():
         assert "projected" in g.get("class").split()
         assert g.find(f"{SVG}circle[@class='marker']").get("fill") == "#fff"
         assert "projected to rtx4060" in g.find(SVG + "title").text
-    assert pts["compiled"].find(SVG + "title").text.startswith("1 compiled: 50.0 decode tok/s projected to rtx4060 (measured 900.0")
+    assert (
+        pts["compiled"].find(SVG + "title").text.startswith("1 compiled: 50.0 decode tok/s projected to rtx4060 (measured 900.0")
+    )
     legend = [t.text for t in svg.iter(SVG + "text") if "legend-projected" in (t.get("class") or "")]
     assert legend == ["hollow: projected to rtx4060"]
     assert page.count('<td class="speed projected"') == 2
@@ -113,7 +121,9 @@ def test_failed_skipped_and_oom_candidates_are_table_rows_with_reasons_and_not_p
     oom.measurements.out_of_memory = "out of memory under the 8 GB cap: CUDA out of memory"
     oom.measurements.memory_cap_gb = 8.0
     oom.checks = [
-        Check(name="memory_gb", limit=8, value=8.0, low=8.0, high=float("inf"), verdict=Verdict.NOT_MET, detail="CUDA out of memory")
+        Check(
+            name="memory_gb", limit=8, value=8.0, low=8.0, high=float("inf"), verdict=Verdict.NOT_MET, detail="CUDA out of memory"
+        )
     ]
     recs = [
         scored(0, "baseline", 0.50, 10.0),
@@ -154,10 +164,14 @@ def test_pareto_front_keeps_only_undominated_points():
 
 def test_predicted_vs_measured_section_only_with_a_forecast():
     recs = [scored(0, "baseline", 0.50, 10.0)]
-    forecast = [{"name": "baseline", "fits": True, "roofline_tok_s": 18.0, "memory": {"weight_bytes": 1.5e9, "peak_bytes": 2.5e9}}]
+    forecast = [
+        {"name": "baseline", "fits": True, "roofline_tok_s": 18.0, "memory": {"weight_bytes": 1.5e9, "peak_bytes": 2.5e9}}
+    ]
     assert 'id="forecast"' not in html_report(manifest(recs))
     page = html_report(manifest(recs, forecast))
-    assert re.search(r'<table id="forecast">.*<th scope="row">baseline</th><td class=num>1.50 / 1.00</td><td class=num>2.50 / 2.00</td>', page)
+    assert re.search(
+        r'<table id="forecast">.*<th scope="row">baseline</th><td class=num>1.50 / 1.00</td><td class=num>2.50 / 2.00</td>', page
+    )
 
 
 def test_page_is_self_contained():
