@@ -94,3 +94,41 @@ def result(
             window_tokens=[tokens] * len(nll),
         )
     return m
+
+
+def manifest(candidates, forecast=(), budget=None, goals=None, **fields):
+    """A build manifest around the given CandidateRecords (recipe sections as a dumped recipe has them)."""
+    from optpipe.output.manifest import Manifest, ModelInfo  # output sits above measure: import where used
+
+    recipe = {
+        "evaluation": {
+            "hellaswag_items": 0,
+            "seed": 1,
+            "perplexity_tokens": 0,
+            "perplexity_window": 512,
+            "perplexity_stride": 256,
+        },
+        "benchmark": {"prompt_tokens": 8, "new_tokens": 4, "batch_size": 1},
+        "budget": budget or {"hellaswag_max_drop_points": 1.0, "perplexity_max_rise_pct": 3.0, "confidence": 0.95},
+        "goals": goals or {},
+    }
+    base = dict(
+        recipe_schema_version=1,
+        optpipe_version="0",
+        recipe_file="r.yaml",
+        recipe_hash="h",
+        recipe=recipe,
+        model=ModelInfo(description="m", kind="hf-dir", fingerprint="f"),
+        target={"name": "rtx4060", "display_name": "RTX 4060"},
+        measured_on="cuda (H100)",
+        host={"cpu": "x", "cpu_count": 2},
+        packages={},
+        started="s",
+        updated="u",
+        status="NOT MET",
+        pass_chain=[],
+        candidates=list(candidates),
+        forecast=list(forecast),
+    )
+    base.update(fields)
+    return Manifest(**base)

@@ -1,7 +1,7 @@
 """The build loop, top to bottom: plan -> baseline -> for each pass: its variants -> judge ->
 keep the parent of the next pass / stop -> artifact.
 
-manifest.json and report.md are rewritten atomically after every candidate, and measurements are
+manifest.json, report.md and report.html are rewritten atomically after every candidate, and measurements are
 cached by content, so a killed build loses nothing it measured and resumes where it stopped. A
 candidate that a pass or its measurement could not produce (`CandidateFailed`) is recorded and the
 build goes on; any other exception is optpipe's own bug and ends the build loudly.
@@ -43,6 +43,7 @@ from optpipe.output.artifact import remove_artifact, remove_leftovers, write_art
 from optpipe.output.directory import OutputLock, WorkDir, claim_output_dir, stale_message
 from optpipe.output.manifest import FAILED, INTERRUPTED, RUNNING, CandidateRecord, Manifest, ModelInfo
 from optpipe.output.report import markdown
+from optpipe.output.report_html import html_report
 from optpipe.passes import PassContext, PassParams, get_pass, run_pass
 from optpipe.passes.base import failures_as_pass_failed
 
@@ -567,6 +568,7 @@ class Build:
         with _writing(self.out / "manifest.json", 1 << 20):
             write_json_atomic(self.out / "manifest.json", m)
             write_text_atomic(self.out / "report.md", markdown(m))
+            write_text_atomic(self.out / "report.html", html_report(m))
 
 
 def build(

@@ -15,6 +15,7 @@ from optpipe.files import normalize_modes, write_json_atomic, write_text_atomic
 from optpipe.output.directory import artifact_is_ours
 from optpipe.output.manifest import Manifest
 from optpipe.output.report import markdown
+from optpipe.output.report_html import html_report
 
 
 def _not_ours(artifact_dir: Path) -> InvalidInputError:
@@ -40,6 +41,7 @@ def write_artifact(candidate_dir: Path, artifact_dir: Path, manifest: Manifest) 
         shutil.copytree(candidate_dir, tmp, dirs_exist_ok=True)
         write_json_atomic(tmp / "manifest.json", manifest)
         write_text_atomic(tmp / "report.md", markdown(manifest))
+        write_text_atomic(tmp / "report.html", html_report(manifest))
         normalize_modes(tmp)  # mkdtemp makes 0700, transformers' weights are 0600: a deploy user must read them
         old = None
         if artifact_dir.exists():

@@ -102,18 +102,20 @@ def checks_lines(rec: CandidateRecord) -> list[str]:
     return out
 
 
-def predicted_vs_measured(manifest: Manifest) -> list[str]:
-    """The plan's forecast beside what was measured, per candidate (a check on the forecast)."""
-    if not manifest.forecast:
-        return []
-    out = [
-        "",
-        "## Predicted (plan) vs measured",
-        "",
-        "| candidate | weights GB pred / on disk | peak GB pred / measured | fits pred / measured | roofline tok/s on target |",
-        "|---|---|---|---|---|",
-    ]
+FORECAST_COLUMNS = [
+    "candidate",
+    "weights GB pred / on disk",
+    "peak GB pred / measured",
+    "fits pred / measured",
+    "roofline tok/s on target",
+]
+
+
+def forecast_rows(manifest: Manifest) -> list[list[str]]:
+    """The plan's forecast beside what was measured, one row per forecast candidate (shared by
+    report.md and report.html)."""
     records = {r.name: r for r in manifest.candidates}
+    rows = []
     for f in manifest.forecast:
         mem = f.get("memory") or {}
         rec = records.get(f["name"])
@@ -124,10 +126,30 @@ def predicted_vs_measured(manifest: Manifest) -> list[str]:
         fits = "–" if mem_check is None else "yes" if mem_check.verdict.value == "MET" else "no"
         pred_w = _f(mem["weight_bytes"] / GB, ".2f") if mem else "–"
         pred_peak = _f(mem["peak_bytes"] / GB, ".2f") if mem else "–"
-        out.append(
-            f"| {f['name']} | {pred_w} / {size} | {pred_peak} / {peak} | {'yes' if f['fits'] else 'no'} / {fits} | "
-            f"{_f(f.get('roofline_tok_s'), '.1f')} |"
+        rows.append(
+            [
+                str(f["name"]),
+                f"{pred_w} / {size}",
+                f"{pred_peak} / {peak}",
+                f"{'yes' if f['fits'] else 'no'} / {fits}",
+                _f(f.get("roofline_tok_s"), ".1f"),
+            ]
         )
+    return rows
+
+
+def predicted_vs_measured(manifest: Manifest) -> list[str]:
+    """The plan's forecast beside what was measured, per candidate (a check on the forecast)."""
+    if not manifest.forecast:
+        return []
+    out = [
+        "",
+        "## Predicted (plan) vs measured",
+        "",
+        "| " + " | ".join(FORECAST_COLUMNS) + " |",
+        "|" + "---|" * len(FORECAST_COLUMNS),
+    ]
+    out += ["| " + " | ".join(cells) + " |" for cells in forecast_rows(manifest)]
     return out
 
 

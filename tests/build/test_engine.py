@@ -50,6 +50,8 @@ def test_build_runs_every_candidate_and_reports_not_met(tiny_model_dir, tmp_path
     assert 0 <= kls[1]["mean"] < kls[2]["mean"]  # eager vs sdpa differ by fp32 rounding; bf16 weights by more
     report = (out / "report.md").read_text()
     assert "| 2 | precision_cast | bf16 | eager |" in report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert page.count('<tr class="measured" data-candidate=') == 3 and '<svg xmlns="http://www.w3.org/2000/svg"' in page
     assert not (out / "work").exists()
 
 
@@ -75,7 +77,7 @@ def test_build_stops_at_first_met_and_writes_loadable_artifact(tiny_model_dir, t
     assert stock.dtype == torch.bfloat16
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["selected"] == "precision_cast" and manifest["status"] == "MET"
-    assert (art / "report.md").exists() and (art / "optpipe_runtime.json").exists()
+    assert (art / "report.md").exists() and (art / "report.html").exists() and (art / "optpipe_runtime.json").exists()
     import optpipe
 
     loaded = optpipe.load(art)
