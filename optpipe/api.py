@@ -14,16 +14,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from optpipe.build.cache import optpipe_cache_root
-from optpipe.build.engine import Build, BuildResult, build
+from optpipe.build.engine import Build, BuildResult
+from optpipe.build.engine import Progress as _Progress
 from optpipe.build.forecasting import forecast_recipe
 from optpipe.build.plan import CheckedInputs, Plan, check_inputs, host_target, plan, validate
 from optpipe.build.recipe import Recipe, load_recipe, parse_recipe, recipe_schema
 from optpipe.errors import InvalidInputError, Problem
 from optpipe.forecast import CandidateForecast, ModelShape, render_table
+from optpipe.history import (
+    Comparison,
+    HistoryError,
+    HistoryStore,
+    Recorded,
+    Tolerance,
+    compare,
+    history_enabled,
+    read_build_manifest,
+    record_build,
+    record_output_dir,
+    side_from_manifest,
+    side_from_row,
+)
+from optpipe.history import markdown as comparison_markdown
+from optpipe.history.schema import BuildRow
 from optpipe.measure.calibration import HostCalibration, calibrate_host, calibration_file
 from optpipe.measure.job import measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
+from optpipe.nightly import NightlyResult, load_nightly, run_nightly
 from optpipe.output.directory import check_output_dir, read_manifest
 from optpipe.output.report import COLUMNS, row
 from optpipe.passes import registry as pass_registry
@@ -32,6 +50,89 @@ from optpipe.runtime import check_saved_model
 from optpipe.runtime import load_candidate as load
 from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
 from optpipe.spec.targets import Target, list_targets, load_target
+
+
+def _quiet(event: str, payload: object) -> None:
+    pass
+
+
+def run_build(
+    p: Plan, progress: _Progress = _quiet, keep_candidates: bool = False, history_url: str | None = None
+) -> BuildResult:
+    """Run a planned build and record it in the history (also when it ends interrupted or failed);
+    a history database that cannot be used is a note, never a lost build."""
+    b = Build(p, progress, keep_candidates)
+    try:
+        return b.run()
+    finally:
+        record_build(b, history_url, warn=lambda msg: progress("note", msg))
+
+
+def build(
+    recipe: Recipe,
+    recipe_file: str | Path = "<recipe>",
+    progress: _Progress = _quiet,
+    keep_candidates: bool = False,
+    history_url: str | None = None,
+) -> BuildResult:
+    """`optpipe.api.build(Recipe.load(path), path)`: plan, build, record in the history."""
+    return run_build(plan(recipe, recipe_file), progress, keep_candidates, history_url)
+
+
+def list_builds(
+    model: str | None = None,
+    recipe: str | None = None,
+    target: str | None = None,
+    limit: int | None = None,
+    history_url: str | None = None,
+) -> list[BuildRow]:
+    """Builds in the history, newest first (`optpipe history`)."""
+    store = _open_history(history_url)
+    try:
+        return store.builds(model, recipe, target, limit)
+    finally:
+        store.close()
+
+
+def add_to_history(output_dir: Path, history_url: str | None = None) -> Recorded:
+    """Record (again) the build in `output_dir`, e.g. one whose recording failed."""
+    _open_history(history_url).close()
+    return record_output_dir(output_dir, history_url)
+
+
+def _open_history(history_url: str | None) -> HistoryStore:
+    if not history_enabled(history_url):
+        raise HistoryError("the history is off (OPTPIPE_HISTORY_URL=off): give --history-url to use one")
+    return HistoryStore.open(history_url)
+
+
+def compare_builds(a: str, b: str, tolerance: Tolerance | None = None, history_url: str | None = None) -> Comparison:
+    """Compare build B with build A; each is a history id (`12` or `#12`) or an output directory
+    (its latest recorded build, or its manifest.json where the history has none)."""
+    sides = []
+    store: HistoryStore | None = None
+    try:
+        for ref in (a, b):
+            key = ref.removeprefix("#")
+            if key.isdigit() and not Path(ref).exists():
+                store = store or _open_history(history_url)
+                row = store.get(int(key))
+                if row is None:
+                    raise InvalidInputError(f"no build #{key} in the history {store.url.split('://')[0]} database")
+                sides.append(side_from_row(row))
+                continue
+            path = Path(ref)
+            if not path.is_dir():
+                raise InvalidInputError(f"{ref}: neither a build id of the history nor an output directory")
+            row = None
+            if history_enabled(history_url):
+                store = store or HistoryStore.open(history_url)
+                row = store.latest_in(path)
+            sides.append(side_from_row(row) if row is not None else side_from_manifest(str(path), read_build_manifest(path)))
+    finally:
+        if store is not None:
+            store.close()
+    return compare(sides[0], sides[1], tolerance)
 
 
 def measure_directory(
@@ -108,6 +209,19 @@ def calibrate(
 
 
 __all__ = [
+    "BuildRow",
+    "Comparison",
+    "HistoryError",
+    "NightlyResult",
+    "Recorded",
+    "Tolerance",
+    "add_to_history",
+    "compare_builds",
+    "comparison_markdown",
+    "list_builds",
+    "load_nightly",
+    "run_build",
+    "run_nightly",
     "CheckedInputs",
     "check_inputs",
     "validate",

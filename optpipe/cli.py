@@ -9,9 +9,22 @@ from typing import Any
 
 import typer
 
-from optpipe.errors import EXIT_INTERRUPTED, BuildInterrupted, OptpipeError, exit_code_for
+from optpipe.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_NIGHTLY_FAILED,
+    EXIT_REGRESSION,
+    BuildInterrupted,
+    OptpipeError,
+    exit_code_for,
+)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="optpipe: recipe in, measured deployable model out.")
+
+HISTORY_URL = typer.Option(
+    None,
+    "--history-url",
+    help="History database URL (default: $OPTPIPE_HISTORY_URL, else SQLite in the optpipe cache; 'off' records nothing).",
+)
 
 
 def _console():
@@ -223,11 +236,12 @@ def build(
     recipe: Path = typer.Argument(..., help="Recipe YAML file."),
     output_dir: Path | None = typer.Option(None, "--output-dir", "-o", help="Override the recipe's output_dir."),
     keep_candidates: bool = typer.Option(False, help="Keep every candidate's weights, not only the artifact."),
+    history_url: str | None = HISTORY_URL,
 ) -> None:
     """Measure the baseline, apply the passes in order, stop at the first candidate within budget."""
     import time
 
-    from optpipe.api import Build, load_recipe, plan
+    from optpipe.api import load_recipe, plan, run_build
 
     console = _console()
     t0 = time.perf_counter()
@@ -257,7 +271,7 @@ def build(
             console.print(f"[yellow]skipping pass {pp.index} {pp.name}:[/] {pp.skip_reason}", markup=True)
     on_event, stop = _live_printer(console)
     try:
-        result = Build(p, on_event, keep_candidates).run()
+        result = run_build(p, on_event, keep_candidates, history_url)
     except OptpipeError as exc:
         stop()
         _fail(exc)
@@ -276,6 +290,132 @@ def build(
         f"report: {result.output_dir / 'report.md'}  manifest: {result.output_dir / 'manifest.json'}  wall time: {took / 60:.1f} min"
     )
     raise typer.Exit(exit_code_for(result.status.value))
+
+
+@app.command()
+def history(
+    model: str | None = typer.Option(None, help="Model source (substring) or fingerprint prefix."),
+    recipe: str | None = typer.Option(None, help="Recipe name (file stem) or file."),
+    target: str | None = typer.Option(None, help="Target name."),
+    limit: int = typer.Option(50, help="Newest N builds."),
+    add: Path | None = typer.Option(None, "--add", help="Record the build in this output directory (again) first."),
+    history_url: str | None = HISTORY_URL,
+) -> None:
+    """List recorded builds, newest first (every `optpipe build` and `optpipe nightly` is recorded)."""
+    from rich.table import Table
+
+    from optpipe.api import add_to_history, list_builds
+
+    console = _console()
+    try:
+        if add is not None:
+            rec = add_to_history(add, history_url)
+            console.print(f"{'updated' if rec.replaced else 'recorded'} build #{rec.id} from {add}")
+        rows = list_builds(model, recipe, target, limit, history_url)
+    except OptpipeError as exc:
+        _fail(exc)
+    t = Table("id", "started (UTC)", "recipe", "model", "fingerprint", "target", "status", "selected", "decode tok/s", "output")
+    for b in rows:
+        sel = next((c for c in b.candidates if c.name == b.selected), None)
+        speed = sel or next((c for c in b.candidates if c.decode_tok_s is not None), None)
+        tok_s = f"{speed.decode_tok_s:.1f} ({speed.name})" if speed is not None and speed.decode_tok_s is not None else "–"
+        t.add_row(
+            str(b.id),
+            b.started[:19],
+            b.recipe_name,
+            b.model,
+            b.model_fingerprint,
+            b.target,
+            b.status,
+            b.selected or "–",
+            tok_s,
+            b.output_dir,
+        )
+    console.print(t)
+    if not rows:
+        console.print("no builds recorded" + (" match" if model or recipe or target else ""))
+
+
+@app.command()
+def compare(
+    a: str = typer.Argument(..., help="Build A: a history id (12) or an output directory."),
+    b: str = typer.Argument(..., help="Build B, compared against A."),
+    max_speed_drop_pct: float = typer.Option(5.0, help="Tolerated decode tok/s drop, percent."),
+    max_hellaswag_drop_points: float = typer.Option(1.0, help="Tolerated HellaSwag acc_norm drop, points."),
+    max_perplexity_rise_pct: float = typer.Option(3.0, help="Tolerated perplexity rise, percent."),
+    max_size_rise_pct: float = typer.Option(1.0, help="Tolerated size rise, percent."),
+    max_memory_rise_pct: float = typer.Option(10.0, help="Tolerated peak memory rise, percent."),
+    confidence: float = typer.Option(0.95, help="Two-sided confidence of every interval."),
+    history_url: str | None = HISTORY_URL,
+) -> None:
+    """Per-metric deltas of B against A with intervals (paired over shared HellaSwag items and perplexity
+    windows); exits 5 when a metric is worse beyond its tolerance."""
+    from pydantic import ValidationError
+
+    from optpipe.api import Tolerance, compare_builds, comparison_markdown
+    from optpipe.errors import InvalidInputError
+
+    try:
+        try:
+            tol = Tolerance(
+                speed_drop_pct=max_speed_drop_pct,
+                hellaswag_drop_points=max_hellaswag_drop_points,
+                perplexity_rise_pct=max_perplexity_rise_pct,
+                size_rise_pct=max_size_rise_pct,
+                memory_rise_pct=max_memory_rise_pct,
+                confidence=confidence,
+            )
+        except ValidationError as exc:
+            raise InvalidInputError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+        c = compare_builds(a, b, tol, history_url)
+    except OptpipeError as exc:
+        _fail(exc)
+    console = _console()
+    console.print(comparison_markdown(c), markup=False, soft_wrap=True)
+    if c.regressed:
+        console.print(
+            f"[bold red]regression[/]: {len(c.regressions)} metric(s) beyond tolerance"
+            + (f", budget {c.status_change}" if c.status_change else "")
+        )
+        raise typer.Exit(EXIT_REGRESSION)
+
+
+@app.command()
+def nightly(
+    config: Path = typer.Argument(..., help="Nightly configuration YAML (sources and their recipes)."),
+    rebuild_all: bool = typer.Option(
+        False, help="Build every entry, also those unchanged (their candidates come from the cache)."
+    ),
+    history_url: str | None = HISTORY_URL,
+) -> None:
+    """Build what a new model (or package) release changed, record it, compare with the previous build,
+    write a markdown report; exit 5 on a regression beyond tolerance, 6 when a build could not run."""
+    from optpipe.api import run_nightly
+
+    console = _console()
+
+    def on_event(event: str, payload: Any) -> None:
+        if event == "phase":
+            console.print(f"· {payload}", markup=False)
+        elif event == "note":
+            console.print(f"[yellow]note:[/] {payload}", soft_wrap=True)
+        elif event == "candidate":
+            console.print(f"  [{payload.index} {payload.name}] {payload.status} {payload.verdict}", markup=False)
+
+    try:
+        result = run_nightly(config, history_url, rebuild_all, on_event)
+    except OptpipeError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        _fail(BuildInterrupted("interrupted (SIGINT): run the same command again to resume from the cache"))
+    for e in result.entries:
+        console.print(f"{e.entry.source}/{Path(e.entry.recipe_file).stem}: {e.action} ({e.why})", markup=False)
+    console.print(f"report: {result.report}")
+    if result.regressed:
+        console.print(f"[bold red]{len(result.regressed)} regression(s)[/]")
+        raise typer.Exit(EXIT_REGRESSION)
+    if result.failed:
+        raise typer.Exit(EXIT_NIGHTLY_FAILED)
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -9,6 +9,8 @@ EXIT_INTERNAL_ERROR = 1
 EXIT_INVALID_INPUT = 2
 EXIT_BUDGET_NOT_MET = 3
 EXIT_BUDGET_INCONCLUSIVE = 4
+EXIT_REGRESSION = 5  # optpipe compare / nightly: B is worse than A beyond the tolerance
+EXIT_NIGHTLY_FAILED = 6  # optpipe nightly: a build could not run (no regression found among the rest)
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 

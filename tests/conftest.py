@@ -23,6 +23,12 @@ def require_bundled_model() -> None:
         pytest.skip(msg)
 
 
+@pytest.fixture(autouse=True)
+def _own_history(tmp_path_factory, monkeypatch) -> None:
+    """Builds a test runs through the API record into a throwaway history, never the user's."""
+    monkeypatch.setenv("OPTPIPE_HISTORY_URL", f"sqlite:///{tmp_path_factory.mktemp('history') / 'history.db'}")
+
+
 @pytest.fixture
 def bundled_model() -> None:
     """For tests of the real SmolLM2: skipped without it (a failure in CI)."""

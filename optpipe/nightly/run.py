@@ -1,0 +1,146 @@
+"""One night: for every source x recipe, build it when the release (model content, recipe, relevant
+package versions) changed since its last finished build, record it, compare it with that build, and
+write a markdown report. A killed night resumes: an unfinished build is rebuilt from the cache."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from optpipe.build.cache import KEY_PACKAGES
+from optpipe.build.engine import Build
+from optpipe.build.plan import plan
+from optpipe.errors import BuildInterrupted, OptpipeError
+from optpipe.files import write_text_atomic
+from optpipe.history import Comparison, HistoryStore, compare, record_build, side_from_row
+from optpipe.history.rows import recipe_name
+from optpipe.history.schema import BuildRow
+from optpipe.nightly.config import Entry, Nightly, load_nightly
+from optpipe.nightly.report import report_markdown
+
+Progress = Callable[[str, Any], None]
+
+BUILT, UNCHANGED, FAILED = "built", "unchanged", "failed"
+
+
+@dataclass
+class EntryResult:
+    entry: Entry
+    action: str  # built / unchanged / failed
+    why: str
+    fingerprint: str = ""
+    build: BuildRow | None = None  # the build recorded tonight, or the unchanged one
+    previous: BuildRow | None = None
+    comparison: Comparison | None = None
+    cached: int = 0  # candidates taken from the cache
+    measured: int = 0
+
+
+@dataclass
+class NightlyResult:
+    started: datetime
+    config_file: Path
+    history: str
+    entries: list[EntryResult] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def regressed(self) -> list[EntryResult]:
+        return [e for e in self.entries if e.comparison is not None and e.comparison.regressed]
+
+    @property
+    def failed(self) -> list[EntryResult]:
+        return [e for e in self.entries if e.action == FAILED]
+
+
+def _key_packages(packages: dict[str, Any]) -> dict[str, Any]:
+    return {k: packages.get(k) for k in KEY_PACKAGES}
+
+
+def _change(entry: Entry, fp: str, packages: dict[str, Any], last: BuildRow | None) -> str:
+    """Why this entry must be built tonight ('' when nothing changed since `last`)."""
+    if last is None:
+        return "first build"
+    if last.model_fingerprint != fp:
+        return f"new release: model {last.model_fingerprint} -> {fp}"
+    if last.recipe_hash != entry.recipe.content_hash():
+        return "the recipe changed"
+    old, new = _key_packages(last.packages), _key_packages(packages)
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in KEY_PACKAGES if old[k] != new[k]]
+    return ("packages changed: " + ", ".join(changed)) if changed else ""
+
+
+def run_nightly(
+    config_file: str | Path, history_url: str | None = None, rebuild_all: bool = False, progress: Progress | None = None
+) -> NightlyResult:
+    say: Progress = progress or (lambda event, payload: None)
+    nightly = load_nightly(config_file)  # every problem of config, sources and recipes, before any build
+    url = history_url or nightly.config.history_url
+    store = HistoryStore.open(url)  # the history is what a night compares against: unusable -> stop now
+    result = NightlyResult(datetime.now(timezone.utc), Path(config_file), store.url)
+    try:
+        fingerprints: dict[str, str] = {}
+        for entry in nightly.entries:
+            if entry.source not in fingerprints:
+                say("phase", f"fingerprinting {entry.source} ({entry.model.describe()})")
+                fingerprints[entry.source] = entry.model.fingerprint()
+            result.entries.append(_one(entry, fingerprints[entry.source], store, nightly, url, rebuild_all, say))
+    finally:
+        result.report = _write_report(result, nightly)
+        store.close()
+    return result
+
+
+def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebuild_all: bool, say: Progress) -> EntryResult:
+    name = f"{entry.source}/{Path(entry.recipe_file).stem}"
+    try:
+        p = plan(entry.recipe, entry.recipe_file)
+    except OptpipeError as exc:
+        return EntryResult(entry, FAILED, f"cannot build here: {exc}", fp)
+    last = store.last_finished(recipe_name(entry.recipe_file), p.model.describe(), p.target.name, entry.source)
+    why = _change(entry, fp, p.env.packages, last)
+    if not why and not rebuild_all:
+        say("phase", f"{name}: unchanged since build #{last.id}")  # type: ignore[union-attr]
+        return EntryResult(entry, UNCHANGED, f"unchanged since build #{last.id}", fp, build=last)  # type: ignore[union-attr]
+    why = why or "rebuild requested (--rebuild-all)"
+    say("phase", f"{name}: building ({why})")
+    b = Build(p, lambda event, payload: say(event, payload))
+    try:
+        b.run()
+    except BuildInterrupted:
+        record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
+        raise
+    except OptpipeError as exc:
+        record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
+        return EntryResult(entry, FAILED, f"build failed: {exc}", fp)
+    recorded = record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
+    row = store.get(recorded.id) if recorded else None
+    if row is None:
+        return EntryResult(entry, FAILED, "built, but not recorded in the history (see the warning)", fp)
+    res = EntryResult(entry, BUILT, why, fp, build=row)
+    res.cached = sum(c.status == "cached" for c in row.candidates)
+    res.measured = sum(c.status == "measured" for c in row.candidates)
+    res.previous = store.previous(row)
+    if res.previous is not None:
+        res.comparison = compare(side_from_row(res.previous), side_from_row(row), nightly.config.tolerance)
+    return res
+
+
+def _write_report(result: NightlyResult, nightly: Nightly) -> Path:
+    reports = (
+        nightly.resolve(nightly.config.reports_dir)
+        if nightly.config.reports_dir
+        else nightly.resolve(nightly.config.output_root) / "reports"
+    )
+    reports.mkdir(parents=True, exist_ok=True)
+    path = reports / f"nightly-{result.started.strftime('%Y%m%dT%H%M%SZ')}.md"
+    text = report_markdown(result, nightly.config.tolerance)
+    write_text_atomic(path, text)
+    write_text_atomic(reports / "latest.md", text)
+    return path
+
+
+__all__ = ["BUILT", "FAILED", "UNCHANGED", "EntryResult", "NightlyResult", "run_nightly"]
