@@ -129,6 +129,9 @@ def _hellaswag(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: f
         return None
     drop, se, n = hellaswag_drop(ha, hb)
     method = f"paired over {n} shared items"
+    sa, sb = dict(zip(ha.item_indices, ha.item_acc_norm)), dict(zip(hb.item_indices, hb.item_acc_norm))
+    if n and all(sa[i] == sb[i] for i in set(sa) & set(sb)):  # the same answers on every shared item
+        drop, se, method = 0.0, 0.0, f"paired: identical on all {n} shared items"
     if n == 0:
         drop, se = 100 * (ha.acc_norm - hb.acc_norm), 100 * math.hypot(ha.acc_norm_se, hb.acc_norm_se)
         method = f"unpaired ({ha.n} and {hb.n} items, none shared by index)"

@@ -91,7 +91,10 @@ class HistoryStore:
         except ArgumentError as exc:
             raise HistoryError(f"not a database URL: {url!r} ({exc}); e.g. sqlite:///path/history.db") from None
         if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
-            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryError(f"cannot use the history database {u.database}: {exc.strerror or exc}") from None
         try:
             engine = create_engine(url)
         except (ArgumentError, ImportError) as exc:  # an unknown dialect or a missing driver (psycopg)
