@@ -10,7 +10,9 @@ runner = CliRunner()
 
 
 def _write_build(directory, tok_s, acc, started):
-    rec = CandidateRecord(index=0, name="baseline", chain=[], status="measured", measurements=result(acc, [2.0, 2.1], bench(tok_s, 1.0)))
+    rec = CandidateRecord(
+        index=0, name="baseline", chain=[], status="measured", measurements=result(acc, [2.0, 2.1], bench(tok_s, 1.0))
+    )
     m = manifest([rec], status="NOT MET", started=started)
     directory.mkdir(parents=True)
     (directory / "manifest.json").write_text(m.model_dump_json())

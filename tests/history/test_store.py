@@ -13,9 +13,17 @@ from tests.factories import bench, manifest, result
 
 def _manifest(tok_s: float = 100.0, acc=(1, 0, 1, 1), nll=(2.0, 2.1, 1.9), **fields):
     recs = [
-        CandidateRecord(index=0, name="baseline", chain=[], status="measured", measurements=result(list(acc), list(nll), bench(tok_s, 2.0))),
-        CandidateRecord(index=1, name="precision_cast", chain=[{"pass": "precision_cast"}], status="cached", verdict="MET",
-                        measurements=result(list(acc), list(nll), bench(2 * tok_s, 2.0), size=5e8)),
+        CandidateRecord(
+            index=0, name="baseline", chain=[], status="measured", measurements=result(list(acc), list(nll), bench(tok_s, 2.0))
+        ),
+        CandidateRecord(
+            index=1,
+            name="precision_cast",
+            chain=[{"pass": "precision_cast"}],
+            status="cached",
+            verdict="MET",
+            measurements=result(list(acc), list(nll), bench(2 * tok_s, 2.0), size=5e8),
+        ),
         CandidateRecord(index=2, name="quantize", chain=[], status="failed", reason="kernel exploded"),
     ]
     return manifest(recs, **{"status": "MET", "selected": "precision_cast", "started": "2026-11-27T01:00:00+00:00", **fields})

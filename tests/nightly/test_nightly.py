@@ -66,16 +66,15 @@ def test_every_problem_of_the_config_and_its_recipes_at_once(tmp_path, tiny_mode
     write(tmp_path / "bad-recipe.yaml", tiny_recipe_text(tiny_model_dir, tmp_path / "o", goals="{max_sise_gb: 1}"))
     cfg = write(
         tmp_path / "n.yaml",
-        """tolerence: {}
+        f"""tolerence: {{}}
 sources:
   - name: a
-    model: {source: ./no-such-dir}
+    model: {{source: ./no-such-dir}}
     recipes: [r.yaml]
   - name: b
-    model: {source: %s}
+    model: {{source: {tiny_model_dir}}}
     recipes: [missing.yaml, bad-recipe.yaml]
-"""
-        % tiny_model_dir,
+""",
     )
     with pytest.raises(InvalidInputError) as err:
         load_nightly(cfg)
