@@ -27,10 +27,10 @@ from optpipe.history import (
     HistoryStore,
     Recorded,
     Tolerance,
+    build_and_record,
     compare,
     history_enabled,
     read_build_manifest,
-    record_build,
     record_output_dir,
     side_from_manifest,
     side_from_row,
@@ -61,11 +61,7 @@ def run_build(
 ) -> BuildResult:
     """Run a planned build and record it in the history (also when it ends interrupted or failed);
     a history database that cannot be used is a note, never a lost build."""
-    b = Build(p, progress, keep_candidates)
-    try:
-        return b.run()
-    finally:
-        record_build(b, history_url, warn=lambda msg: progress("note", msg))
+    return build_and_record(p, progress, keep_candidates, history_url)[0]
 
 
 def build(

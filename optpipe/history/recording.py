@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from optpipe.build.engine import Build
+from optpipe.build.engine import Build, BuildResult, Progress
+from optpipe.build.plan import Plan
 from optpipe.history.store import HistoryError, HistoryStore, Recorded, describe_url, history_url
 from optpipe.output.manifest import Manifest
 
@@ -69,4 +70,22 @@ def record_build(
         return None
 
 
-__all__ = ["describe_url", "history_enabled", "read_build_manifest", "record_build", "record_output_dir"]
+def build_and_record(
+    p: Plan,
+    progress: Progress,
+    keep_candidates: bool = False,
+    url: str | None = None,
+    source_name: str | None = None,
+) -> tuple[BuildResult, Recorded | None]:
+    """Run a planned build and record it in the history, also when it ends interrupted or failed
+    (the exception then goes on); a history that cannot be used is a note, never a lost build."""
+    b = Build(p, progress, keep_candidates)
+    try:
+        result = b.run()
+    except BaseException:
+        record_build(b, url, warn=lambda msg: progress("note", msg), source_name=source_name)
+        raise
+    return result, record_build(b, url, warn=lambda msg: progress("note", msg), source_name=source_name)
+
+
+__all__ = ["build_and_record", "describe_url", "history_enabled", "read_build_manifest", "record_build", "record_output_dir"]

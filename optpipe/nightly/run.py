@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from optpipe.build.cache import KEY_PACKAGES
-from optpipe.build.engine import Build
 from optpipe.build.plan import plan
 from optpipe.errors import BuildInterrupted, OptpipeError
 from optpipe.files import write_text_atomic
-from optpipe.history import Comparison, HistoryStore, compare, record_build, side_from_row
+from optpipe.history import Comparison, HistoryStore, build_and_record, compare, side_from_row
 from optpipe.history.rows import recipe_name
 from optpipe.history.schema import BuildRow
 from optpipe.nightly.config import Entry, Nightly, load_nightly
@@ -107,16 +106,12 @@ def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebu
         return EntryResult(entry, UNCHANGED, f"unchanged since build #{last.id}", fp, build=last)  # type: ignore[union-attr]
     why = why or "rebuild requested (--rebuild-all)"
     say("phase", f"{name}: building ({why})")
-    b = Build(p, lambda event, payload: say(event, payload))
     try:
-        b.run()
+        _, recorded = build_and_record(p, say, url=url, source_name=entry.source)
     except BuildInterrupted:
-        record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
         raise
     except OptpipeError as exc:
-        record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
         return EntryResult(entry, FAILED, f"build failed: {exc}", fp)
-    recorded = record_build(b, url, warn=lambda m: say("note", m), source_name=entry.source)
     row = store.get(recorded.id) if recorded else None
     if row is None:
         return EntryResult(entry, FAILED, "built, but not recorded in the history (see the warning)", fp)
