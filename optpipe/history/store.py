@@ -189,6 +189,16 @@ class HistoryStore:
     def last_finished(self, recipe_name: str, model: str, target: str, source_name: str | None = None) -> BuildRow | None:
         return self._last(recipe_name, model, target, source_name)
 
+    def series(self, build: BuildRow, limit: int = 60) -> list[BuildRow]:
+        """The finished builds of this build's recipe, model (or nightly source) and target, oldest
+        first, ending with the newest `limit` (what a per-night plot draws)."""
+        same = BuildRow.source_name == build.source_name if build.source_name else BuildRow.model == build.model
+        q = select(BuildRow).options(selectinload(BuildRow.candidates))
+        q = q.where(
+            BuildRow.recipe_name == build.recipe_name, BuildRow.target == build.target, BuildRow.status.in_(FINISHED), same
+        )
+        return list(reversed(self._all(q.order_by(BuildRow.id.desc()).limit(limit))))
+
     def _last(self, recipe_name: str, model: str, target: str, source_name: str | None, before: int | None = None):
         same = BuildRow.source_name == source_name if source_name else BuildRow.model == model
         q = select(BuildRow).options(selectinload(BuildRow.candidates))

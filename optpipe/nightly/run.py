@@ -88,7 +88,7 @@ def run_nightly(
                 fingerprints[entry.source] = entry.model.fingerprint()
             result.entries.append(_one(entry, fingerprints[entry.source], store, nightly, url, rebuild_all, say))
     finally:
-        result.report = _write_report(result, nightly)
+        result.report = _write_report(result, nightly, store)
         store.close()
     return result
 
@@ -124,7 +124,26 @@ def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebu
     return res
 
 
-def _write_report(result: NightlyResult, nightly: Nightly) -> Path:
+def _html(result: NightlyResult, store: HistoryStore) -> str:
+    from html import escape
+
+    from optpipe.nightly.plots import page, section
+
+    rows = "".join(
+        f"<tr><td>{escape(e.entry.source)}</td><td>{escape(Path(e.entry.recipe_file).stem)}</td><td>{escape(e.action)}</td>"
+        f"<td>{escape(e.why)}</td><td>{'<b class=reg>REGRESSION</b>' if e.comparison is not None and e.comparison.regressed else ''}</td></tr>"
+        for e in result.entries
+    )
+    summary = f"<table><tr><th>source</th><th>recipe</th><th>action</th><th>why</th><th></th></tr>{rows}</table>"
+    sections = []
+    for e in result.entries:
+        if e.build is not None:
+            heading = f"{e.entry.source} / {Path(e.entry.recipe_file).stem} on {e.entry.recipe.target}"
+            sections.append(section(heading, store.series(e.build), e.comparison is not None and e.comparison.regressed))
+    return page(f"optpipe nightly {result.started.strftime('%Y-%m-%d %H:%M UTC')}", summary, sections)
+
+
+def _write_report(result: NightlyResult, nightly: Nightly, store: HistoryStore) -> Path:
     reports = (
         nightly.resolve(nightly.config.reports_dir)
         if nightly.config.reports_dir
@@ -135,6 +154,12 @@ def _write_report(result: NightlyResult, nightly: Nightly) -> Path:
     text = report_markdown(result, nightly.config.tolerance)
     write_text_atomic(path, text)
     write_text_atomic(reports / "latest.md", text)
+    try:
+        html = _html(result, store)
+    except OptpipeError as exc:  # the history went away mid-night: the markdown report still stands
+        html = f"<!doctype html><p>no plots: {exc}</p>"
+    write_text_atomic(path.with_suffix(".html"), html)
+    write_text_atomic(reports / "latest.html", html)
     return path
 
 

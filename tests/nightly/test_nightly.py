@@ -60,6 +60,9 @@ def test_nightly_builds_skips_reuses_and_flags_a_changed_release(night, tmp_path
     assert "**1 regression(s)**" in report and f"#{t.build.id} -> #{t.build.id + 1}" in report
     line = next(x for x in report.splitlines() if x.startswith("| baseline | perplexity |"))
     assert "paired over" in line and "**REGRESSION**" in line
+    page = (tmp_path / "out" / "reports" / "latest.html").read_text()
+    assert page.count("<svg") == 3 and "REGRESSION tonight" in page  # tok/s, perplexity, size across 3 releases
+    assert page.count('class="pt"') == 9 and "<script" not in page
 
 
 def test_every_problem_of_the_config_and_its_recipes_at_once(tmp_path, tiny_model_dir):
