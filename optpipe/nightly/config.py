@@ -43,6 +43,9 @@ class NightlyConfig(Strict):
     reports_dir: str | None = Field(None, description="Where nightly reports go (default <output_root>/reports).")
     history_url: str | None = Field(None, description="History database URL (default $OPTPIPE_HISTORY_URL or SQLite).")
     tolerance: Tolerance = Tolerance()
+    keep_artifacts: int = Field(
+        0, ge=0, description="Also keep the artifacts of the last N builds per source x recipe (0: only the output dir's)."
+    )
 
     @field_validator("sources")
     @classmethod

@@ -4,6 +4,7 @@ write a markdown report. A killed night resumes: an unfinished build is rebuilt 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -115,6 +116,13 @@ def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebu
     row = store.get(recorded.id) if recorded else None
     if row is None:
         return EntryResult(entry, FAILED, "built, but not recorded in the history (see the warning)", fp)
+    if nightly.config.keep_artifacts and row.artifact_dir:
+        retain(
+            Path(row.artifact_dir),
+            entry.output_dir.parent / f"{entry.output_dir.name}.artifacts",
+            row.id,
+            nightly.config.keep_artifacts,
+        )
     res = EntryResult(entry, BUILT, why, fp, build=row)
     res.cached = sum(c.status == "cached" for c in row.candidates)
     res.measured = sum(c.status == "measured" for c in row.candidates)
@@ -122,6 +130,24 @@ def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebu
     if res.previous is not None:
         res.comparison = compare(side_from_row(res.previous), side_from_row(row), nightly.config.tolerance)
     return res
+
+
+MARKER = ".optpipe-retained"
+
+
+def retain(artifact: Path, root: Path, build_id: int, keep: int) -> None:
+    """Copy this build's artifact to <root>/build-<id> and delete the older copies beyond `keep`
+    (only directories optpipe made here, marked as such; the history keeps every row)."""
+    dest = root / f"build-{build_id:06d}"
+    if not dest.exists():
+        tmp = root / f".build-{build_id:06d}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(artifact, tmp)
+        (tmp / MARKER).write_text(f"copy of the artifact of history build #{build_id}, made by optpipe nightly\n")
+        tmp.rename(dest)
+    ours = sorted(p for p in root.glob("build-*") if (p / MARKER).is_file())
+    for old in ours[: max(len(ours) - keep, 0)]:
+        shutil.rmtree(old)
 
 
 def _html(result: NightlyResult, store: HistoryStore) -> str:
