@@ -115,6 +115,8 @@ def _speed(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: float
     if a.benchmark is None or b.benchmark is None:
         return None
     sa, sb = a.benchmark.decode_tok_s, b.benchmark.decode_tok_s
+    if not sa.mean > 0:
+        return None
     se = math.sqrt(sa.stdev**2 / sa.n + sb.stdev**2 / sb.n)
     scale = 100 / sa.mean
     method = f"both runs' spread ({sa.n} and {sb.n} trials)"

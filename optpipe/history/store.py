@@ -7,10 +7,13 @@ overwrites a database it cannot read: a corrupt file is a `HistoryError` that na
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, select
 from sqlalchemy.engine import make_url
@@ -63,6 +66,22 @@ def _why(url: str, exc: BaseException) -> HistoryError:
     return HistoryError(f"cannot use the history database {where}: {orig}")
 
 
+def _finite(obj: Any) -> Any:
+    """NaN and infinities as the strings pydantic reads back as floats: PostgreSQL's JSON refuses the
+    bare `NaN` tokens json.dumps writes (a candidate with no speed has a NaN spread)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def json_dumps(obj: Any) -> str:
+    return json.dumps(_finite(obj), allow_nan=False)
+
+
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cur = dbapi_connection.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
@@ -96,7 +115,7 @@ class HistoryStore:
             except OSError as exc:
                 raise HistoryError(f"cannot use the history database {u.database}: {exc.strerror or exc}") from None
         try:
-            engine = create_engine(url)
+            engine = create_engine(url, json_serializer=json_dumps)
         except (ArgumentError, ImportError) as exc:  # an unknown dialect or a missing driver (psycopg)
             raise HistoryError(f"cannot use the history database {describe_url(url)}: {exc}") from None
         if u.get_backend_name() == "sqlite":

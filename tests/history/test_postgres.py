@@ -1,5 +1,7 @@
 """The same history on a real PostgreSQL server: migrated from empty, builds recorded and queried."""
 
+import math
+
 import pytest
 
 from optpipe.history import HistoryError, HistoryStore, compare, side_from_row
@@ -27,6 +29,11 @@ def test_postgres_history_migrates_records_and_compares(pg_url, tmp_path):
     new = store.get(b.id)
     c = compare(side_from_row(store.previous(new)), side_from_row(new))
     assert c.regressed and {d.metric for d in c.regressions} == {"decode tok/s"}
+    odd = _manifest(started="2026-11-28T01:00:00+00:00")  # a NaN spread (PostgreSQL JSON has no NaN) reads back as NaN
+    bench = odd.candidates[0].measurements.benchmark
+    bench.decode_tok_s = bench.decode_tok_s.model_copy(update={"cv": float("nan")})
+    row = store.get(store.record(odd, tmp_path / "out").id)
+    assert math.isnan(side_from_row(row).candidates["baseline"].benchmark.decode_tok_s.cv)
     store.close()
     assert HistoryStore.open(pg_url).revision() == "0001"
 
