@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from optpipe.cli import app
 from optpipe.errors import InvalidInputError
+from optpipe.history import HistoryStore
 from optpipe.nightly import load_nightly, run_nightly
 from tests.conftest import tiny_recipe_text, write
 
 CONFIG = """output_root: out
+keep_artifacts: 1
 tolerance:
   speed_drop_pct: 90
   memory_rise_pct: null
@@ -63,6 +65,10 @@ def test_nightly_builds_skips_reuses_and_flags_a_changed_release(night, tmp_path
     page = (tmp_path / "out" / "reports" / "latest.html").read_text()
     assert page.count("<svg") == 3 and "REGRESSION tonight" in page  # tok/s, perplexity, size across 3 releases
     assert page.count('class="pt"') == 9 and "<script" not in page
+    newest = HistoryStore.open(url).builds(limit=1)[0]  # keep_artifacts: 1 -> only the newest MET build's copy
+    kept = [p.name for p in (tmp_path / "out" / "tiny" / "recipe.artifacts").iterdir()]
+    assert kept == ([f"build-{newest.id:06d}"] if newest.status == "MET" else [f"build-{t.build.id:06d}"])
+    assert e.build.status == "MET" and (tmp_path / "out" / "tiny" / "recipe" / "artifact").is_dir()
 
 
 def test_every_problem_of_the_config_and_its_recipes_at_once(tmp_path, tiny_model_dir):
