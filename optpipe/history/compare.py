@@ -26,9 +26,10 @@ from optpipe.judge.budget import hellaswag_drop, perplexity_rise
 from optpipe.measure.results import Measurements
 from optpipe.spec.settings import Strict
 
-REGRESSION, POSSIBLE, WORSE, BETTER, SAME, NA = (
+REGRESSION, POSSIBLE, INCONCLUSIVE, WORSE, BETTER, SAME, NA = (
     "REGRESSION",
     "possible regression",
+    "inconclusive",
     "worse, within tolerance",
     "better",
     "no significant change",
@@ -92,13 +93,15 @@ class Comparison:
         return bool(self.regressions or self.status_change)
 
 
-def classify(low: float, high: float, tolerance: float | None) -> str:
+def classify(low: float, high: float, tolerance: float | None, point: float | None = None) -> str:
+    """REGRESSION when the whole interval is beyond the tolerance; one that reaches past it is a
+    possible regression when B looks worse, inconclusive when B looks better (too few trials)."""
     if math.isnan(low) or math.isnan(high):
         return NA
     if tolerance is not None and low > tolerance:
         return REGRESSION
     if tolerance is not None and high > tolerance:
-        return POSSIBLE
+        return INCONCLUSIVE if point is not None and point <= 0 else POSSIBLE
     if low > 0:
         return WORSE
     if high < 0:
@@ -108,7 +111,7 @@ def classify(low: float, high: float, tolerance: float | None) -> str:
 
 def _delta(cand: str, metric: str, a: float, b: float, worse: float, se: float, z: float, unit: str, method: str, tol):
     low, high = (worse, worse) if se == 0 else (worse - z * se, worse + z * se)
-    return Delta(cand, metric, a, b, worse, low, high, unit, method, tol, classify(low, high, tol))
+    return Delta(cand, metric, a, b, worse, low, high, unit, method, tol, classify(low, high, tol, worse))
 
 
 def _speed(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: float) -> Delta | None:
@@ -169,7 +172,9 @@ def _perplexity(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: 
         method = "unpaired (different windows)"
     rise = 100 * (math.exp(delta) - 1)
     low, high = (rise, rise) if se == 0 else (100 * (math.exp(delta - z * se) - 1), 100 * (math.exp(delta + z * se) - 1))
-    return Delta(name, "perplexity", pa.ppl, pb.ppl, rise, low, high, "% rise", method, tol_pct, classify(low, high, tol_pct))
+    return Delta(
+        name, "perplexity", pa.ppl, pb.ppl, rise, low, high, "% rise", method, tol_pct, classify(low, high, tol_pct, rise)
+    )
 
 
 def _kl(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: float) -> Delta | None:

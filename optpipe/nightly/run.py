@@ -23,7 +23,7 @@ from optpipe.nightly.report import report_markdown
 
 Progress = Callable[[str, Any], None]
 
-BUILT, UNCHANGED, FAILED = "built", "unchanged", "failed"
+BUILT, UNCHANGED, FAILED, INTERRUPTED = "built", "unchanged", "failed", "interrupted"
 
 
 @dataclass
@@ -87,7 +87,11 @@ def run_nightly(
             if entry.source not in fingerprints:
                 say("phase", f"fingerprinting {entry.source} ({entry.model.describe()})")
                 fingerprints[entry.source] = entry.model.fingerprint()
-            result.entries.append(_one(entry, fingerprints[entry.source], store, nightly, url, rebuild_all, say))
+            try:
+                result.entries.append(_one(entry, fingerprints[entry.source], store, nightly, url, rebuild_all, say))
+            except BuildInterrupted:  # the report names the entry; the same command resumes it from the cache
+                result.entries.append(EntryResult(entry, INTERRUPTED, "interrupted: run the same command again to resume"))
+                raise
     finally:
         result.report = _write_report(result, nightly, store)
         store.close()
@@ -176,7 +180,12 @@ def _write_report(result: NightlyResult, nightly: Nightly, store: HistoryStore) 
         else nightly.resolve(nightly.config.output_root) / "reports"
     )
     reports.mkdir(parents=True, exist_ok=True)
-    path = reports / f"nightly-{result.started.strftime('%Y%m%dT%H%M%SZ')}.md"
+    stamp = result.started.strftime("%Y%m%dT%H%M%SZ")
+    path = reports / f"nightly-{stamp}.md"
+    n = 1
+    while path.exists() or path.with_suffix(".html").exists():  # two nights in one second: keep both reports
+        n += 1
+        path = reports / f"nightly-{stamp}-{n}.md"
     text = report_markdown(result, nightly.config.tolerance)
     write_text_atomic(path, text)
     write_text_atomic(reports / "latest.md", text)

@@ -5,7 +5,20 @@ import math
 
 import pytest
 
-from optpipe.history.compare import BETTER, NA, POSSIBLE, REGRESSION, SAME, WORSE, Side, Tolerance, classify, compare, markdown
+from optpipe.history.compare import (
+    BETTER,
+    INCONCLUSIVE,
+    NA,
+    POSSIBLE,
+    REGRESSION,
+    SAME,
+    WORSE,
+    Side,
+    Tolerance,
+    classify,
+    compare,
+    markdown,
+)
 from tests.factories import bench, result
 
 
@@ -31,6 +44,11 @@ def delta(c, metric):
 )
 def test_classify(low, high, tol, verdict):
     assert classify(low, high, tol) == verdict
+
+
+def test_a_much_better_but_noisy_speed_is_inconclusive_not_a_possible_regression():
+    assert classify(-900.0, 35.0, 5.0, point=-425.0) == INCONCLUSIVE
+    assert classify(-1.0, 35.0, 5.0, point=17.0) == POSSIBLE
 
 
 def test_identical_builds_show_no_change():
