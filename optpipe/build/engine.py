@@ -102,6 +102,7 @@ class Build:
         self.selected: CandidateRecord | None = None
         self.artifact_dir: Path | None = None
         self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
+        self.perplexity_bos = False  # the tokenizer puts BOS before a text: perplexity windows start with it
         self.context = PassContext(
             target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
         )
@@ -165,6 +166,7 @@ class Build:
         return f"measured uncapped on {self.p.env.gpu_name}: {why}"
 
     def _baseline(self) -> Kept:
+        from optpipe.evaluate.perplexity import bos_prefix
         from optpipe.runtime.candidate import RuntimeSettings
         from optpipe.runtime.dtypes import dtype_name
         from optpipe.runtime.source import load_model
@@ -177,6 +179,7 @@ class Build:
         self.progress("phase", f"loading model ({p.model.describe()})")
         t = time.perf_counter()
         model, tokenizer = load_model(p.model)  # the checkpoint's own dtype
+        self.perplexity_bos = bos_prefix(tokenizer) is not None
         cand = TorchCandidate(
             model,
             tokenizer,
@@ -362,8 +365,10 @@ class Build:
 
     def _key(self, chain: list[dict[str, Any]]) -> str:
         p, r = self.p, self.p.recipe
+        bos = {"perplexity_bos": True} if self.perplexity_bos else {}  # without BOS: as measured before it existed
         return cache_key(
-            {
+            bos
+            | {
                 "model": self.model_fp,
                 "chain": chain,
                 "device": p.device,

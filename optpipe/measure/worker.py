@@ -116,10 +116,14 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
         result.hellaswag = evaluate_hellaswag(scoring_lm(cand, ev.batch_size), items)
         result.hellaswag.seconds = time.perf_counter() - t
     if ev.perplexity_tokens:
-        from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
+        from optpipe.evaluate.perplexity import bos_prefix, evaluate_perplexity, wikitext_ids
 
         ids = wikitext_ids(cand.tokenizer, ev.perplexity_tokens)
-        _progress(f"perplexity: {ids.numel()} tokens, window {ev.perplexity_window}, stride {ev.perplexity_stride}")
+        bos = bos_prefix(cand.tokenizer)
+        _progress(
+            f"perplexity: {ids.numel()} tokens, window {ev.perplexity_window}, stride {ev.perplexity_stride}"
+            + (f", BOS {bos} before each window" if bos is not None else "")
+        )
         t = time.perf_counter()
         recorder = None
         if job.kl_reference is not None and ev.kl_tokens:
@@ -133,6 +137,7 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
             ev.perplexity_stride,
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
             on_logprobs=recorder,
+            bos_id=bos,
         )
         result.perplexity.seconds = time.perf_counter() - t
         if recorder is not None and job.kl_reference is not None:
