@@ -159,6 +159,7 @@ def _live_printer(console):
     from optpipe.api import COLUMNS, row
 
     rows: list[list[str]] = []
+    warnings: list[str] = []  # figures a reader must not take at face value (under load, unstable)
     state: dict[str, Any] = {"status": ""}
 
     def table() -> Table:
@@ -195,8 +196,12 @@ def _live_printer(console):
                 console.print(f"  [{rec.index} {rec.name}] {msg}", markup=False)
         elif event == "candidate":
             rows.append(row(payload))
+            m = payload.measurements
+            warnings.extend(f"[{payload.index} {payload.name}] {w}" for w in (m.warnings if m is not None else []))
             if live is None:
                 console.print("  -> " + " | ".join(f"{c}: {v}" for c, v in zip(COLUMNS, rows[-1])), markup=False)
+                for w in m.warnings if m is not None else []:
+                    console.print(f"  [yellow]warning:[/] {w}", highlight=False)
         render()
 
     def stop():
@@ -204,6 +209,8 @@ def _live_printer(console):
             state["status"] = ""
             render()
             live.stop()
+            for w in warnings:
+                console.print(f"[yellow]warning:[/] {w}", highlight=False)
         else:
             console.print(table())
 

@@ -27,7 +27,7 @@ from optpipe.files import write_json_atomic, write_text_atomic
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
 from optpipe.measure.bench import peak_rss_bytes
-from optpipe.measure.job import KLReferenceJob, measure_job
+from optpipe.measure.job import KLReferenceJob, ParentJob, measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
 from optpipe.output.artifact import write_artifact
@@ -66,6 +66,20 @@ def prune_kl_references(current: Path, keep: int = KL_REFERENCES_KEPT) -> None:
     refs = sorted(current.parent.glob("kl-reference-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in [p for p in refs if p != current][max(keep - 1, 0) :]:
         old.unlink(missing_ok=True)
+
+
+def with_separate_ratio(m: Measurements, parent: CandidateRecord, confidence: float) -> None:
+    """Where the worker could not time the candidate beside its parent, compare the two separate
+    timings instead, labelled 'not interleaved' (a load that hit only one of them is not cancelled)."""
+    from optpipe.measure.stats import separate_ratio_interval
+
+    sv = m.speed_vs_parent
+    pm = parent.measurements
+    if sv is None or sv.interleaved or m.benchmark is None or pm is None or pm.benchmark is None:
+        return
+    ratio, low, high = separate_ratio_interval(m.benchmark.decode_tok_s, pm.benchmark.decode_tok_s, confidence)
+    m.speed_vs_parent = sv.model_copy(update={"ratio": ratio, "low": low, "high": high})
+    m.warnings = m.collect_warnings()
 
 
 def _quiet(event: str, payload: Any) -> None:
@@ -213,7 +227,12 @@ class Build:
             ctx = replace(self.context, parent_dir=parent.directory)
             self.progress("phase", f"applying {label} {params.chain_params()}")
             kept = self._candidate(
-                step.index, label, parent.record.chain, params, lambda s=source, v=params, c=ctx: run_pass(pass_cls, s, v, c)
+                step.index,
+                label,
+                parent.record.chain,
+                params,
+                lambda s=source, v=params, c=ctx: run_pass(pass_cls, s, v, c),
+                parent,
             )
             if kept is not None:
                 tried.append(kept)
@@ -247,7 +266,13 @@ class Build:
 
     # ------------------------------------------------------------------ one candidate
     def _candidate(
-        self, index: int, label: str, parent_chain: list[dict[str, Any]], params: PassParams | None, make: Callable[[], Any]
+        self,
+        index: int,
+        label: str,
+        parent_chain: list[dict[str, Any]],
+        params: PassParams | None,
+        make: Callable[[], Any],
+        parent: Kept | None = None,
     ) -> Kept | None:
         """Make, save, measure and judge one candidate. A CandidateFailed is recorded (traceback in
         logs/) and returns None; everything measured before stays in the manifest."""
@@ -261,7 +286,7 @@ class Build:
                 rec.chain = parent_chain + [params.chain_params() | {"pass_version": get_pass(params.kind).version}]
             rec.cache_key = self._key(rec.chain)
             save_candidate(cand, cand_dir)
-            self._measure(rec, cand_dir)
+            self._measure(rec, cand_dir, parent)
         except CandidateFailed as exc:
             if index == 0:
                 raise
@@ -285,7 +310,7 @@ class Build:
             return SavedCandidate(cand_dir, device=self.p.device)
         return cand
 
-    def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
+    def _measure(self, rec: CandidateRecord, cand_dir: Path, parent: Kept | None = None) -> None:
         r = self.p.recipe
         kl_ref = self.out / ".cache" / f"kl-reference-{self.records[0].cache_key}.pt"  # records[0]: the baseline
         cached = self.cache.get(rec.cache_key)
@@ -294,18 +319,29 @@ class Build:
             rec.measurements, rec.status = cached, "cached"
             return
         cap = self._baseline_cap() if rec.index == 0 else self.p.conditions.memory_cap_gb
-        rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap)
+        rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap, parent)
         if rec.index == 0 and rec.measurements.out_of_memory and cap is not None:
             # the reference must exist: measure it where it fits, uncapped on this host
             self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
             rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
+        if parent is not None:
+            with_separate_ratio(rec.measurements, parent.record, self.p.recipe.budget.confidence)
         rec.status = "measured"
         self.cache.put(rec.cache_key, rec.measurements)
         if rec.index == 0:
             prune_kl_references(kl_ref)
 
-    def _run_job(self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None) -> Measurements:
+    def _run_job(
+        self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None, parent: Kept | None = None
+    ) -> Measurements:
         r = self.p.recipe
+        parent_job = None
+        if parent is not None and parent.directory.exists():
+            parent_job = ParentJob(
+                directory=str(parent.directory),
+                name=f"{parent.record.index} {parent.record.name}",
+                confidence=r.budget.confidence,
+            )
         job = measure_job(
             cand_dir,
             self.p.device,
@@ -314,6 +350,7 @@ class Build:
             KLReferenceJob(path=str(kl_ref), write=rec.index == 0),
             cap,
             self.p.conditions.projection,
+            parent_job,
         )
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 from optpipe.files import write_json_atomic
-from optpipe.measure.job import KLReferenceJob, MeasureJob
+from optpipe.measure.job import KLReferenceJob, MeasureJob, ParentJob
 from optpipe.measure.launcher import PROGRESS_PREFIX
 from optpipe.measure.results import Measurements
 
@@ -63,6 +63,9 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         _progress(result.out_of_memory)
         return result
     _evaluate(result, job, cand)  # out of memory while scoring is a failed measurement, not a verdict on fit
+    if job.parent is not None and job.benchmark is not None:  # last: the parent must not touch the peaks above
+        result.speed_vs_parent = speed_vs_parent(cand, job, job.parent, nvml)
+    result.warnings = result.collect_warnings()
     return result
 
 
@@ -143,6 +146,67 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
         if recorder is not None and job.kl_reference is not None:
             result.kl = kl_against_reference(recorder, job.kl_reference)
     result.peak_rss_total_bytes = peak_rss_bytes()
+
+
+HEADROOM_BYTES = 512 * 2**20  # activations, KV cache and allocator slack of the second model
+
+
+def parent_fits(parent_dir: str, device: str) -> tuple[bool, str]:
+    """Whether the parent's weights fit beside the loaded candidate, with headroom (available
+    memory now, so the build process and the candidate are already counted)."""
+    import psutil
+
+    from optpipe.runtime.candidate import weights_size_bytes
+
+    need = weights_size_bytes(parent_dir) * 1.25 + HEADROOM_BYTES
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info()[0]
+        where = "GPU memory"
+    else:
+        free, where = psutil.virtual_memory().available, "memory"
+    if need > free:
+        return False, f"the parent needs ~{need / 1e9:.2f} GB beside the candidate, {free / 1e9:.2f} GB of {where} free"
+    return True, ""
+
+
+def speed_vs_parent(cand, job: MeasureJob, parent_job: ParentJob, nvml):
+    """Candidate/parent decode speed from interleaved rounds in this process, when both fit; else a
+    record saying why not (the build then compares the two separate timings, labelled so)."""
+    import math
+
+    from optpipe.evaluate.data import benchmark_prompt_text
+    from optpipe.measure.bench import interleaved_ratio
+    from optpipe.measure.results import SpeedRatio
+    from optpipe.runtime import load_candidate
+
+    fits, why = parent_fits(parent_job.directory, job.device)
+    if not fits:
+        _progress(f"speed vs {parent_job.name}: not interleaved ({why})")
+        nan = math.nan
+        return SpeedRatio(
+            parent=parent_job.name, interleaved=False, ratio=nan, low=nan, high=nan, confidence=parent_job.confidence,
+            why_not_interleaved=why,
+        )  # fmt: skip
+    cfg = job.benchmark
+    assert cfg is not None
+    parent = load_candidate(parent_job.directory, device=job.device)
+    ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
+    prompt = ids[:, : cfg.prompt_tokens].to(cand.device)
+    _progress(f"speed vs {parent_job.name}: interleaved rounds")
+    ratio = interleaved_ratio(
+        cand.decoder(),
+        parent.decoder(),
+        prompt,
+        cfg,
+        parent_job.name,
+        parent_job.confidence,
+        progress=_progress,
+        nvml=nvml,
+    )
+    del parent
+    return ratio
 
 
 def kl_against_reference(recorder, kl_job: KLReferenceJob):

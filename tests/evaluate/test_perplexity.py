@@ -60,8 +60,6 @@ def bos_tokenizer():
     from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    from tests.conftest import make_tokenizer
-
     backend = make_tokenizer().backend_tokenizer
     backend.post_processor = processors.TemplateProcessing(
         single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", backend.token_to_id("<|endoftext|>"))]
