@@ -123,6 +123,13 @@ class Build:
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> BuildResult:
+        """The build; third-party log records and warnings go to logs/build.log, not the console."""
+        from optpipe.build.noise import third_party_logs_to
+
+        with third_party_logs_to(self.out / "logs" / "build.log"):
+            return self._run()
+
+    def _run(self) -> BuildResult:
         self._forecast()
         parent = self._baseline()
         for step in self.p.passes:
