@@ -173,40 +173,48 @@ def parent_fits(parent_dir: str, device: str) -> tuple[bool, str]:
 
 def speed_vs_parent(cand, job: MeasureJob, parent_job: ParentJob, nvml):
     """Candidate/parent decode speed from interleaved rounds in this process, when both fit; else a
-    record saying why not (the build then compares the two separate timings, labelled so)."""
+    record saying why not (the build then compares the two separate timings, labelled so). A failure
+    here costs only the ratio, never the candidate's measurements."""
     import math
 
+    from optpipe.measure.results import SpeedRatio
+
+    if job.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(1.0)  # the cap was for the candidate alone
+    fits, why = parent_fits(parent_job.directory, job.device)
+    if fits:
+        try:
+            return _interleave(cand, job, parent_job, nvml)
+        except Exception as exc:  # out of memory included: report it, keep what was measured
+            traceback.print_exc()
+            why = f"interleaved timing failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    _progress(f"speed vs {parent_job.name}: not interleaved ({why})")
+    nan = math.nan
+    return SpeedRatio(
+        parent=parent_job.name, interleaved=False, ratio=nan, low=nan, high=nan, confidence=parent_job.confidence,
+        why_not_interleaved=why,
+    )  # fmt: skip
+
+
+def _interleave(cand, job: MeasureJob, parent_job: ParentJob, nvml):
     from optpipe.evaluate.data import benchmark_prompt_text
     from optpipe.measure.bench import interleaved_ratio
-    from optpipe.measure.results import SpeedRatio
     from optpipe.runtime import load_candidate
 
-    fits, why = parent_fits(parent_job.directory, job.device)
-    if not fits:
-        _progress(f"speed vs {parent_job.name}: not interleaved ({why})")
-        nan = math.nan
-        return SpeedRatio(
-            parent=parent_job.name, interleaved=False, ratio=nan, low=nan, high=nan, confidence=parent_job.confidence,
-            why_not_interleaved=why,
-        )  # fmt: skip
     cfg = job.benchmark
     assert cfg is not None
     parent = load_candidate(parent_job.directory, device=job.device)
     ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
     prompt = ids[:, : cfg.prompt_tokens].to(cand.device)
     _progress(f"speed vs {parent_job.name}: interleaved rounds")
-    ratio = interleaved_ratio(
-        cand.decoder(),
-        parent.decoder(),
-        prompt,
-        cfg,
-        parent_job.name,
-        parent_job.confidence,
-        progress=_progress,
-        nvml=nvml,
-    )
-    del parent
-    return ratio
+    try:
+        return interleaved_ratio(
+            cand.decoder(), parent.decoder(), prompt, cfg, parent_job.name, parent_job.confidence, progress=_progress, nvml=nvml
+        )
+    finally:
+        del parent
 
 
 def kl_against_reference(recorder, kl_job: KLReferenceJob):

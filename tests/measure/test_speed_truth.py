@@ -64,6 +64,15 @@ def test_worker_times_candidate_beside_parent(tiny_model_dir, parent_dir, monkey
     assert not sv.interleaved and "beside the candidate" in sv.why_not_interleaved and math.isnan(sv.ratio)
     assert any("not interleaved" in w for w in m.warnings)
 
+    def broken(*args):
+        raise RuntimeError("decoder exploded")
+
+    monkeypatch.setattr(worker, "HEADROOM_BYTES", 0)
+    monkeypatch.setattr(worker, "_interleave", broken)
+    m = worker.measure_candidate(job)  # a failure costs the ratio, never the candidate's figures
+    assert m.benchmark is not None and not m.speed_vs_parent.interleaved
+    assert "decoder exploded" in m.speed_vs_parent.why_not_interleaved
+
 
 def test_separate_timings_give_a_labelled_ratio():
     from optpipe.build.engine import with_separate_ratio
@@ -112,3 +121,18 @@ def test_benchmark_under_load_is_marked(tiny_candidate):
         spinner.wait()
     assert b.host_load.under_load and b.host_load.other_cpu_cores > 0.5
     assert any("under load" in w for w in b.figure_warnings())
+
+
+def test_report_marks_load_instability_and_ratio():
+    from optpipe.measure.load import HostLoad
+    from optpipe.measure.results import SpeedRatio
+    from optpipe.output.manifest import CandidateRecord
+    from optpipe.output.report import row
+
+    load = HostLoad(seconds=1.0, cpu_count=2, other_cpu_cores=1.0, under_load=True, reason="other processes used 1.0 cores")
+    b = bench(3.0, 1.0).model_copy(update={"host_load": load, "stable": False, "config": {"target_cv": 0.05}})
+    m = result(b=b)
+    m.speed_vs_parent = SpeedRatio(parent="0 baseline", interleaved=True, ratio=1.5, low=1.4, high=1.6, confidence=0.95)
+    speed = " ".join(row(CandidateRecord(index=1, name="x", chain=[], status="measured", measurements=m)))
+    assert "UNDER LOAD" in speed and "UNSTABLE" in speed and "x1.50 [1.40, 1.60] vs parent" in speed
+    assert "not interleaved" not in speed
