@@ -147,8 +147,9 @@ def interleaved_ratio(
     nvml: Any = None,
 ) -> SpeedRatio:
     """Decode speed of `candidate` over `parent`, both timed in this process in alternating rounds
-    (candidate, parent, candidate, parent, ...): whatever else the machine does hits both alike, so
-    the per-round ratio cancels it where two timings minutes apart cannot. Rounds repeat until the
+    (candidate, parent | parent, candidate | ...: ABBA, so a steady drift cancels too): whatever else
+    the machine does hits both alike, so the per-round ratio cancels it where two timings minutes
+    apart cannot. Rounds repeat until the
     ratio's CV is under the target (min_trials..max_trials rounds); the interval is a t interval on
     the mean log ratio over rounds."""
     import math
@@ -164,10 +165,13 @@ def interleaved_ratio(
     cand_tok_s: list[float] = []
     parent_tok_s: list[float] = []
     for r in range(cfg.max_trials):
+        first_parent = r % 2 == 1  # ABBA: who goes first alternates, so a steady drift cancels over two rounds
+        if first_parent:
+            parent_tok_s.append(_tok_s(parent, prompt_ids, cfg, clock))
         cand_tok_s.append(_tok_s(candidate, prompt_ids, cfg, clock))
-        order.append("candidate")
-        parent_tok_s.append(_tok_s(parent, prompt_ids, cfg, clock))
-        order.append("parent")
+        if not first_parent:
+            parent_tok_s.append(_tok_s(parent, prompt_ids, cfg, clock))
+        order += ["parent", "candidate"] if first_parent else ["candidate", "parent"]
         ratios = [c / p for c, p in zip(cand_tok_s, parent_tok_s)]
         if progress:
             progress(f"interleaved round {r + 1}: {cand_tok_s[-1]:.1f} vs {parent_tok_s[-1]:.1f} tok/s (x{ratios[-1]:.3f})")

@@ -42,7 +42,7 @@ def test_interleaved_rounds_alternate_and_give_a_ratio_interval(tiny_candidate, 
     parent = load_candidate(parent_dir).decoder()
     r = interleaved_ratio(cand, parent, prompt, cfg, "0 baseline", 0.95)
     assert r.interleaved and r.rounds == 4  # a CV target nothing meets: every round runs
-    assert r.order == ["candidate", "parent"] * 4
+    assert r.order == ["candidate", "parent", "parent", "candidate"] * 2  # alternating, ABBA-balanced
     assert len(r.candidate_tok_s) == len(r.parent_tok_s) == 4
     assert r.round_ratios == pytest.approx([c / p for c, p in zip(r.candidate_tok_s, r.parent_tok_s)])
     assert r.low <= r.ratio <= r.high and r.low > 0
