@@ -312,6 +312,8 @@ def bench(
         f"TTFT {b.ttft_ms.p50:.0f} ms, token latency p50/p95/p99 {lat.p50:.1f}/{lat.p95:.1f}/{lat.p99:.1f} ms, "
         f"peak RSS {b.peak_rss_bytes / 1e9:.2f} GB"
     )
+    for w in r.warnings:
+        _console().print(f"[yellow]warning:[/] {w}", highlight=False)
     if json_out:
         json_out.write_text(r.model_dump_json(indent=2, exclude_none=True))
 
