@@ -178,6 +178,7 @@ def _live_printer(console):
     from optpipe.api import COLUMNS, row
 
     rows: list[list[str]] = []
+    warnings: list[str] = []  # figures a reader must not take at face value (under load, unstable)
     state: dict[str, Any] = {"status": ""}
 
     def table() -> Table:
@@ -216,8 +217,12 @@ def _live_printer(console):
             console.print(f"[yellow]note:[/] {payload}", soft_wrap=True)
         elif event == "candidate":
             rows.append(row(payload))
+            m = payload.measurements
+            warnings.extend(f"[{payload.index} {payload.name}] {w}" for w in (m.warnings if m is not None else []))
             if live is None:
                 console.print("  -> " + " | ".join(f"{c}: {v}" for c, v in zip(COLUMNS, rows[-1])), markup=False)
+                for w in m.warnings if m is not None else []:
+                    console.print(f"  [yellow]warning:[/] {w}", highlight=False)
         render()
 
     def stop():
@@ -225,6 +230,8 @@ def _live_printer(console):
             state["status"] = ""
             render()
             live.stop()
+            for w in warnings:
+                console.print(f"[yellow]warning:[/] {w}", highlight=False)
         else:
             console.print(table())
 
@@ -459,6 +466,8 @@ def bench(
         f"TTFT {b.ttft_ms.p50:.0f} ms, token latency p50/p95/p99 {lat.p50:.1f}/{lat.p95:.1f}/{lat.p99:.1f} ms, "
         f"peak RSS {b.peak_rss_bytes / 1e9:.2f} GB"
     )
+    for w in r.warnings:
+        _console().print(f"[yellow]warning:[/] {w}", highlight=False)
     if json_out:
         json_out.write_text(r.model_dump_json(indent=2, exclude_none=True))
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
+from optpipe.build.noise import third_party_logs_to
 from optpipe.build.plan import Plan, PlannedPass, plan, source_bytes
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
 from optpipe.errors import BuildInterrupted, CandidateFailed, InvalidInputError, OutputWriteError, PassFailed
@@ -36,7 +37,7 @@ from optpipe.files import free_bytes, is_disk_full, normalize_modes, tree_size, 
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
 from optpipe.measure.bench import peak_rss_bytes
-from optpipe.measure.job import KLReferenceJob, measure_job
+from optpipe.measure.job import KLReferenceJob, ParentJob, measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
 from optpipe.output.artifact import remove_artifact, remove_leftovers, write_artifact
@@ -77,6 +78,20 @@ def prune_kl_references(current: Path, keep: int = KL_REFERENCES_KEPT) -> None:
     refs = sorted(current.parent.glob("kl-reference-*.pt"), key=lambda p: p.stat().st_mtime, reverse=True)
     for old in [p for p in refs if p != current][max(keep - 1, 0) :]:
         old.unlink(missing_ok=True)
+
+
+def with_separate_ratio(m: Measurements, parent: CandidateRecord, confidence: float) -> None:
+    """Where the worker could not time the candidate beside its parent, compare the two separate
+    timings instead, labelled 'not interleaved' (a load that hit only one of them is not cancelled)."""
+    from optpipe.measure.stats import separate_ratio_interval
+
+    sv = m.speed_vs_parent
+    pm = parent.measurements
+    if sv is None or sv.interleaved or m.benchmark is None or pm is None or pm.benchmark is None:
+        return
+    ratio, low, high = separate_ratio_interval(m.benchmark.decode_tok_s, pm.benchmark.decode_tok_s, confidence)
+    m.speed_vs_parent = sv.model_copy(update={"ratio": ratio, "low": low, "high": high})
+    m.warnings = m.collect_warnings()
 
 
 def _quiet(event: str, payload: Any) -> None:
@@ -172,6 +187,7 @@ class Build:
         self.selected: CandidateRecord | None = None
         self.artifact_dir: Path | None = None
         self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
+        self.perplexity_bos = False  # the tokenizer puts BOS before a text: perplexity windows start with it
         self.context = PassContext(
             target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
         )
@@ -183,7 +199,9 @@ class Build:
         with OutputLock(self.out), _signals_as_interrupts():
             try:
                 self._take_over()
-                return self._run()
+                # third-party log records and warnings go to logs/build.log, not the console
+                with third_party_logs_to(self.out / "logs" / "build.log"):
+                    return self._run()
             except KeyboardInterrupt as exc:
                 how = "SIGTERM" if isinstance(exc, _Terminated) else "SIGINT"
                 self._end(INTERRUPTED, f"interrupted by {how}")
@@ -294,6 +312,7 @@ class Build:
         return f"measured uncapped on {self.p.env.gpu_name}: {why}"
 
     def _baseline(self) -> Kept:
+        from optpipe.evaluate.perplexity import bos_prefix
         from optpipe.runtime.candidate import RuntimeSettings
         from optpipe.runtime.dtypes import dtype_name
         from optpipe.runtime.source import load_model
@@ -305,6 +324,7 @@ class Build:
         self.progress("phase", f"loading model ({p.model.describe()})")
         t = time.perf_counter()
         model, tokenizer = load_model(p.model)  # the checkpoint's own dtype
+        self.perplexity_bos = bos_prefix(tokenizer) is not None
         cand = TorchCandidate(
             model,
             tokenizer,
@@ -338,7 +358,12 @@ class Build:
             ctx = replace(self.context, parent_dir=parent.directory)
             self.progress("phase", f"applying {label} {params.chain_params()}")
             kept = self._candidate(
-                step.index, label, parent.record.chain, params, lambda s=source, v=params, c=ctx: run_pass(pass_cls, s, v, c)
+                step.index,
+                label,
+                parent.record.chain,
+                params,
+                lambda s=source, v=params, c=ctx: run_pass(pass_cls, s, v, c),
+                parent,
             )
             if kept is not None:
                 tried.append(kept)
@@ -377,7 +402,13 @@ class Build:
 
     # ------------------------------------------------------------------ one candidate
     def _candidate(
-        self, index: int, label: str, parent_chain: list[dict[str, Any]], params: PassParams | None, make: Callable[[], Any]
+        self,
+        index: int,
+        label: str,
+        parent_chain: list[dict[str, Any]],
+        params: PassParams | None,
+        make: Callable[[], Any],
+        parent: Kept | None = None,
     ) -> Kept | None:
         """Make, save, measure and judge one candidate. A CandidateFailed is recorded (traceback in
         logs/) and returns None; everything measured before stays in the manifest."""
@@ -394,7 +425,7 @@ class Build:
             save_candidate(cand, cand_dir, self.model_bytes or source_bytes(self.p.model))
             if index == 0:
                 self.model_bytes = tree_size(cand_dir)
-            self._measure(rec, cand_dir)
+            self._measure(rec, cand_dir, parent)
         except CandidateFailed as exc:
             if index == 0:
                 raise
@@ -418,7 +449,7 @@ class Build:
             return SavedCandidate(cand_dir, device=self.p.device)
         return cand
 
-    def _measure(self, rec: CandidateRecord, cand_dir: Path) -> None:
+    def _measure(self, rec: CandidateRecord, cand_dir: Path, parent: Kept | None = None) -> None:
         r = self.p.recipe
         kl_ref = self._kl_reference()
         cached = self.cache.get(rec.cache_key)
@@ -427,11 +458,13 @@ class Build:
             rec.measurements, rec.status = cached, "cached"
             return
         cap = self._baseline_cap() if rec.index == 0 else self.p.conditions.memory_cap_gb
-        rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap)
+        rec.measurements = self._run_job(rec, cand_dir, kl_ref, cap, parent)
         if rec.index == 0 and rec.measurements.out_of_memory and cap is not None:
             # the reference must exist: measure it where it fits, uncapped on this host
             self.progress("phase", f"baseline does not fit the {cap:g} GB cap; measuring the reference uncapped")
             rec.measurements = self._run_job(rec, cand_dir, kl_ref, None)
+        if parent is not None:
+            with_separate_ratio(rec.measurements, parent.record, self.p.recipe.budget.confidence)
         rec.status = "measured"
         with _writing(self.cache.root, 1 << 20):
             self.cache.put(rec.cache_key, rec.measurements)
@@ -455,8 +488,17 @@ class Build:
         )
         return self.cache.root / f"kl-reference-{key}.pt"
 
-    def _run_job(self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None) -> Measurements:
+    def _run_job(
+        self, rec: CandidateRecord, cand_dir: Path, kl_ref: Path, cap: float | None, parent: Kept | None = None
+    ) -> Measurements:
         r = self.p.recipe
+        parent_job = None
+        if parent is not None and parent.directory.exists():
+            parent_job = ParentJob(
+                directory=str(parent.directory),
+                name=f"{parent.record.index} {parent.record.name}",
+                confidence=r.budget.confidence,
+            )
         job = measure_job(
             cand_dir,
             self.p.device,
@@ -465,6 +507,7 @@ class Build:
             KLReferenceJob(path=str(kl_ref), write=rec.index == 0),
             cap,
             self.p.conditions.projection,
+            parent_job,
         )
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
@@ -516,8 +559,10 @@ class Build:
 
     def _key(self, chain: list[dict[str, Any]]) -> str:
         p, r = self.p, self.p.recipe
+        bos = {"perplexity_bos": True} if self.perplexity_bos else {}  # without BOS: as measured before it existed
         return cache_key(
-            {
+            bos
+            | {
                 "model": self.model_fp,
                 "chain": chain,
                 "device": p.device,

@@ -1,6 +1,10 @@
 """WikiText-2 strided perplexity: tokenize the test text once, slide a window, score only the
 tokens not scored by the previous window (the standard HF recipe), keep per-window sums so that
-budgets can use paired per-window differences."""
+budgets can use paired per-window differences.
+
+Where the model's own tokenizer starts every text with BOS (Llama-3, Gemma, Mistral: trained never
+to see a sequence without it), each window gets BOS in front as context, as lm-eval does; it is never
+scored, so the scored tokens and their text context are the same with or without it."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ class PerplexityResult(BaseModel):
     window_nll: list[float] = []  # summed NLL per window
     window_tokens: list[int] = []
     dataset: str = "wikitext-2-raw-v1 test"
+    bos_prepended: bool = False  # each window started with the tokenizer's BOS (context only)
     seconds: float | None = None
 
 
@@ -35,6 +40,18 @@ def strided_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, 
     return spans
 
 
+def bos_prefix(tokenizer) -> int | None:
+    """The BOS id if the tokenizer itself puts BOS before a text (what the model was trained to see),
+    else None. Asked of the tokenizer's behaviour, not a flag: `add_bos_token` is missing or stale on
+    many tokenizers (GGUF-loaded ones among them)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return None
+    with_special = list(tokenizer("x", add_special_tokens=True).input_ids)
+    plain = list(tokenizer("x", add_special_tokens=False).input_ids)
+    return int(bos) if with_special[:1] == [bos] and plain[:1] != [bos] else None
+
+
 def evaluate_perplexity(
     forward_logits: Callable,
     input_ids,
@@ -42,16 +59,20 @@ def evaluate_perplexity(
     stride: int,
     progress: Callable[[int, int], None] | None = None,
     on_logprobs: Callable | None = None,
+    bos_id: int | None = None,
 ) -> PerplexityResult:
     """`forward_logits(ids[1, T]) -> logits[1, T, V]`; `input_ids` is a 1-D LongTensor.
-    `on_logprobs([scored, V])` sees each window's scored log-probs in order (for KL)."""
+    `on_logprobs([scored, V])` sees each window's scored log-probs in order (for KL).
+    `bos_id`: put this token before every window (context, not scored; see `bos_prefix`)."""
     import torch
 
     n = int(input_ids.numel())
     spans = strided_windows(n, window, stride)
+    prefix = torch.tensor([bos_id], dtype=input_ids.dtype) if bos_id is not None else None
     nlls, counts = [], []
     for i, (begin, end, scored) in enumerate(spans):
-        ids = input_ids[begin:end].unsqueeze(0)
+        ids = input_ids[begin:end] if prefix is None else torch.cat([prefix, input_ids[begin:end]])
+        ids = ids.unsqueeze(0)
         with torch.inference_mode():
             logits = forward_logits(ids).float()
         logp = torch.log_softmax(logits[0, :-1], dim=-1)
@@ -71,6 +92,7 @@ def evaluate_perplexity(
         stride=stride,
         window_nll=nlls,
         window_tokens=counts,
+        bos_prepended=prefix is not None,
     )
 
 

@@ -31,13 +31,27 @@ def objective_key(m: Measurements | None, objective: str) -> float:
     raise ValueError(f"unknown objective {objective!r}")
 
 
+def interleaved_ratio_low(m: Measurements | None) -> float | None:
+    """Lower bound of the speed ratio over the parent, when timed interleaved (else None)."""
+    sv = m.speed_vs_parent if m is not None else None
+    if sv is None or not sv.interleaved or math.isnan(sv.low):
+        return None
+    return sv.low
+
+
 def select_parent(verdicts: Sequence[str], measurements: Sequence[Measurements | None], objective: str) -> int:
-    """Index of the variant the next pass starts from (variants must not be empty)."""
+    """Index of the variant the next pass starts from (variants must not be empty). Variants share
+    one parent, so by decode speed they rank by their interleaved ratio over it when every one has
+    it: each was timed beside the same parent, whereas their absolute figures come from different
+    moments of a possibly busy machine."""
     if not verdicts:
         raise ValueError("no variants to choose from")
     for i, v in enumerate(verdicts):
         if v == Verdict.MET.value:
             return i
+    lows = [interleaved_ratio_low(m) for m in measurements]
+    if objective == "decode_tok_s" and all(low is not None for low in lows):
+        return max(range(len(verdicts)), key=lambda i: lows[i])
     return min(range(len(verdicts)), key=lambda i: objective_key(measurements[i], objective))
 
 

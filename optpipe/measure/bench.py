@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from optpipe.measure.results import BenchmarkResult
-from optpipe.measure.stats import Spread
+from optpipe.measure.load import LoadMeter
+from optpipe.measure.results import BenchmarkResult, SpeedRatio
+from optpipe.measure.stats import Spread, ratio_interval
 from optpipe.spec.settings import BenchmarkSettings
 
 
@@ -86,6 +87,7 @@ def benchmark(
         decode_trial(decoder, prompt_ids, cfg.new_tokens, clock)
     warmup_s = time.perf_counter() - t_warm
     energy0 = nvml.energy_mj() if nvml else None
+    meter = LoadMeter(str(device), nvml).start()
     ttfts, tok_s, prefill_tok_s, all_steps = [], [], [], []
     for trial in range(cfg.max_trials):
         ttft, steps = decode_trial(decoder, prompt_ids, cfg.new_tokens, clock)
@@ -97,6 +99,7 @@ def benchmark(
             progress(f"trial {trial + 1}: {tok_s[-1]:.1f} tok/s")
         if trial + 1 >= cfg.min_trials and Spread.from_values(tok_s).cv < cfg.target_cv:
             break
+    host_load = meter.stop()
     speed = Spread.from_values(tok_s)
     latency_ms = Spread.from_values([s * 1000 for s in all_steps])
     energy1 = nvml.energy_mj() if nvml else None
@@ -123,5 +126,69 @@ def benchmark(
         token_latency_ms=latency_ms,
         stable=speed.cv < cfg.target_cv,
         peak_rss_bytes=peak_rss_bytes(),
+        host_load=host_load,
         **cuda,
+    )
+
+
+def _tok_s(decoder, prompt_ids, cfg: BenchmarkSettings, clock: Clock) -> float:
+    _, steps = decode_trial(decoder, prompt_ids, cfg.new_tokens, clock)
+    return len(steps) * cfg.batch_size / sum(steps)
+
+
+def interleaved_ratio(
+    candidate,
+    parent,
+    prompt_ids,
+    cfg: BenchmarkSettings,
+    parent_name: str,
+    confidence: float = 0.95,
+    progress: Callable[[str], None] | None = None,
+    nvml: Any = None,
+) -> SpeedRatio:
+    """Decode speed of `candidate` over `parent`, both timed in this process in alternating rounds
+    (candidate, parent | parent, candidate | ...: ABBA, so a steady drift cancels too): whatever else
+    the machine does hits both alike, so the per-round ratio cancels it where two timings minutes
+    apart cannot. Rounds repeat until the
+    ratio's CV is under the target (min_trials..max_trials rounds); the interval is a t interval on
+    the mean log ratio over rounds."""
+    import math
+
+    clock = Clock(prompt_ids.device)
+    if cfg.batch_size > 1:
+        prompt_ids = prompt_ids.expand(cfg.batch_size, -1).contiguous()
+    for _ in range(max(cfg.warmup, 1)):  # both warm before the first timed round
+        decode_trial(candidate, prompt_ids, cfg.new_tokens, clock)
+        decode_trial(parent, prompt_ids, cfg.new_tokens, clock)
+    meter = LoadMeter(str(prompt_ids.device), nvml).start()
+    order: list[str] = []
+    cand_tok_s: list[float] = []
+    parent_tok_s: list[float] = []
+    for r in range(cfg.max_trials):
+        first_parent = r % 2 == 1  # ABBA: who goes first alternates, so a steady drift cancels over two rounds
+        if first_parent:
+            parent_tok_s.append(_tok_s(parent, prompt_ids, cfg, clock))
+        cand_tok_s.append(_tok_s(candidate, prompt_ids, cfg, clock))
+        if not first_parent:
+            parent_tok_s.append(_tok_s(parent, prompt_ids, cfg, clock))
+        order += ["parent", "candidate"] if first_parent else ["candidate", "parent"]
+        ratios = [c / p for c, p in zip(cand_tok_s, parent_tok_s)]
+        if progress:
+            progress(f"interleaved round {r + 1}: {cand_tok_s[-1]:.1f} vs {parent_tok_s[-1]:.1f} tok/s (x{ratios[-1]:.3f})")
+        if r + 1 >= cfg.min_trials and Spread.from_values(ratios).cv < cfg.target_cv:
+            break
+    ratio, low, high = ratio_interval([math.log(x) for x in ratios], confidence)
+    return SpeedRatio(
+        parent=parent_name,
+        interleaved=True,
+        ratio=ratio,
+        low=low,
+        high=high,
+        confidence=confidence,
+        rounds=len(ratios),
+        round_ratios=ratios,
+        candidate_tok_s=cand_tok_s,
+        parent_tok_s=parent_tok_s,
+        order=order,
+        host_load=meter.stop(),
     )

@@ -25,6 +25,14 @@ class ProjectionJob(JsonRecord):
     calibration: HostCalibration | None = None  # this host's two-term step model (`optpipe calibrate`)
 
 
+class ParentJob(JsonRecord):
+    """Time the candidate against the candidate it was made from, interleaved in one process."""
+
+    directory: str
+    name: str
+    confidence: float = 0.95
+
+
 class MeasureJob(JsonRecord):
     candidate_dir: str
     device: str = "cpu"
@@ -33,6 +41,7 @@ class MeasureJob(JsonRecord):
     kl_reference: KLReferenceJob | None = None
     memory_cap_gb: float | None = None  # cap the process's CUDA memory (a target's VRAM) for real
     projection: ProjectionJob | None = None
+    parent: ParentJob | None = None  # None: no speed ratio (the baseline, or no benchmark)
 
 
 def measure_job(
@@ -43,6 +52,7 @@ def measure_job(
     kl_reference: KLReferenceJob | None = None,
     memory_cap_gb: float | None = None,
     projection: ProjectionJob | None = None,
+    parent: ParentJob | None = None,
 ) -> MeasureJob:
     return MeasureJob(
         candidate_dir=str(candidate_dir),
@@ -52,4 +62,5 @@ def measure_job(
         kl_reference=kl_reference,
         memory_cap_gb=memory_cap_gb,
         projection=projection,
+        parent=parent if benchmark is not None else None,
     )

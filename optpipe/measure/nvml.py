@@ -38,6 +38,15 @@ class Nvml:
             pass
         return None
 
+    def other_compute_processes(self) -> int | None:
+        """Other processes computing on this GPU now (they share its SMs and memory bandwidth)."""
+        if not self.ok:
+            return None
+        try:
+            return sum(1 for p in self._nv.nvmlDeviceGetComputeRunningProcesses(self.handle) if p.pid != os.getpid())
+        except Exception:
+            return None
+
     def energy_mj(self) -> int | None:
         if not self.ok:
             return None

@@ -10,6 +10,7 @@ from optpipe.evaluate.hellaswag import HellaSwagResult
 from optpipe.evaluate.kl import KLResult
 from optpipe.evaluate.perplexity import PerplexityResult
 from optpipe.files import JsonRecord
+from optpipe.measure.load import HostLoad
 from optpipe.measure.stats import Spread
 
 
@@ -60,6 +61,35 @@ class BenchmarkResult(JsonRecord):
     nvml_device_used_bytes: int | None = None
     nvml_process_used_bytes: int | None = None
     roofline: RooflineReport | None = None
+    host_load: HostLoad | None = None  # None: measured before optpipe recorded it
+
+    def figure_warnings(self) -> list[str]:
+        """Why this figure may not be the model's: taken on a busy machine, or never stable."""
+        out = []
+        if self.host_load is not None and self.host_load.under_load:
+            out.append(f"decode speed measured under load ({self.host_load.reason})")
+        target = self.config.get("target_cv")
+        if not self.stable and target is not None:
+            out.append(f"decode tok/s CV {self.decode_tok_s.cv:.1%} missed the {target:.0%} target after {self.trials} trials")
+        return out
+
+
+class SpeedRatio(JsonRecord):
+    """Decode speed of a candidate relative to its parent (the candidate it was made from)."""
+
+    parent: str
+    interleaved: bool  # False: two separate timings, minutes apart ("not interleaved")
+    ratio: float  # candidate / parent decode tok/s (geometric mean over rounds when interleaved)
+    low: float
+    high: float
+    confidence: float
+    rounds: int = 0
+    round_ratios: list[float] = []
+    candidate_tok_s: list[float] = []
+    parent_tok_s: list[float] = []
+    order: list[str] = []  # which model each timed trial ran, in time order
+    host_load: HostLoad | None = None
+    why_not_interleaved: str = ""
 
 
 class Measurements(JsonRecord):
@@ -81,6 +111,18 @@ class Measurements(JsonRecord):
     perplexity: PerplexityResult | None = None
     kl: KLResult | None = None
     peak_rss_total_bytes: int | None = None
+    speed_vs_parent: SpeedRatio | None = None
+    warnings: list[str] = []  # what a reader of these figures must know (console, manifest, report)
+
+    def collect_warnings(self) -> list[str]:
+        """The warnings these figures call for (the worker stores them in `warnings`)."""
+        out = self.benchmark.figure_warnings() if self.benchmark is not None else []
+        sv = self.speed_vs_parent
+        if sv is not None and not sv.interleaved:
+            out.append(f"speed ratio vs {sv.parent} not interleaved ({sv.why_not_interleaved})")
+        if sv is not None and sv.host_load is not None and sv.host_load.under_load:
+            out.append(f"speed ratio vs {sv.parent} timed under load ({sv.host_load.reason})")
+        return out
 
     def peak_memory_bytes(self) -> float:
         """The memory figure a 'fits in N GB' goal is judged on (see `memory_kind`)."""

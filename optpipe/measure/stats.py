@@ -50,3 +50,28 @@ class Spread(JsonRecord, frozen=True):
     def half_width(self, z: float) -> float:
         """Half width of the z-interval on the mean."""
         return z * self.stdev / math.sqrt(self.n)
+
+
+def ratio_interval(log_ratios: list[float], confidence: float) -> tuple[float, float, float]:
+    """Geometric-mean ratio and its t interval from per-round log ratios (log space: a ratio is
+    multiplicative, and x0.5 and x2 are equally far from 1). One round has no interval (nan)."""
+    from scipy.stats import t
+
+    n = len(log_ratios)
+    mean = sum(log_ratios) / n
+    if n < 2:
+        return math.exp(mean), math.nan, math.nan
+    sd = math.sqrt(sum((v - mean) ** 2 for v in log_ratios) / (n - 1))
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * sd / math.sqrt(n)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
+def separate_ratio_interval(cand: Spread, parent: Spread, confidence: float) -> tuple[float, float, float]:
+    """Ratio of two means timed apart, with a delta-method normal interval on its log (not paired:
+    load that hit only one of them is not cancelled, hence 'not interleaved')."""
+    from statistics import NormalDist
+
+    ratio = cand.mean / parent.mean
+    se = math.sqrt(cand.cv**2 / cand.n + parent.cv**2 / parent.n)
+    half = NormalDist().inv_cdf(0.5 + confidence / 2) * se
+    return ratio, ratio * math.exp(-half), ratio * math.exp(half)

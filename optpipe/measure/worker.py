@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 
 from optpipe.files import write_json_atomic
-from optpipe.measure.job import KLReferenceJob, MeasureJob
+from optpipe.measure.job import KLReferenceJob, MeasureJob, ParentJob
 from optpipe.measure.launcher import PARENT_PID_ENV, PROGRESS_PREFIX
 from optpipe.measure.results import Measurements
 
@@ -67,6 +67,9 @@ def measure_candidate(job: MeasureJob) -> Measurements:
         _progress(result.out_of_memory)
         return result
     _evaluate(result, job, cand)  # out of memory while scoring is a failed measurement, not a verdict on fit
+    if job.parent is not None and job.benchmark is not None:  # last: the parent must not touch the peaks above
+        result.speed_vs_parent = speed_vs_parent(cand, job, job.parent, nvml)
+    result.warnings = result.collect_warnings()
     return result
 
 
@@ -120,10 +123,14 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
         result.hellaswag = evaluate_hellaswag(scoring_lm(cand, ev.batch_size), items)
         result.hellaswag.seconds = time.perf_counter() - t
     if ev.perplexity_tokens:
-        from optpipe.evaluate.perplexity import evaluate_perplexity, wikitext_ids
+        from optpipe.evaluate.perplexity import bos_prefix, evaluate_perplexity, wikitext_ids
 
         ids = wikitext_ids(cand.tokenizer, ev.perplexity_tokens)
-        _progress(f"perplexity: {ids.numel()} tokens, window {ev.perplexity_window}, stride {ev.perplexity_stride}")
+        bos = bos_prefix(cand.tokenizer)
+        _progress(
+            f"perplexity: {ids.numel()} tokens, window {ev.perplexity_window}, stride {ev.perplexity_stride}"
+            + (f", BOS {bos} before each window" if bos is not None else "")
+        )
         t = time.perf_counter()
         recorder = None
         if job.kl_reference is not None and ev.kl_tokens:
@@ -137,11 +144,81 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
             ev.perplexity_stride,
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
             on_logprobs=recorder,
+            bos_id=bos,
         )
         result.perplexity.seconds = time.perf_counter() - t
         if recorder is not None and job.kl_reference is not None:
             result.kl = kl_against_reference(recorder, job.kl_reference)
     result.peak_rss_total_bytes = peak_rss_bytes()
+
+
+HEADROOM_BYTES = 512 * 2**20  # activations, KV cache and allocator slack of the second model
+
+
+def parent_fits(parent_dir: str, device: str) -> tuple[bool, str]:
+    """Whether the parent's weights fit beside the loaded candidate, with headroom (available
+    memory now, so the build process and the candidate are already counted)."""
+    import psutil
+
+    from optpipe.runtime.candidate import weights_size_bytes
+
+    need = weights_size_bytes(parent_dir) * 1.25 + HEADROOM_BYTES
+    if device.startswith("cuda"):
+        import torch
+
+        free = torch.cuda.mem_get_info()[0]
+        where = "GPU memory"
+    else:
+        free, where = psutil.virtual_memory().available, "memory"
+    if need > free:
+        return False, f"the parent needs ~{need / 1e9:.2f} GB beside the candidate, {free / 1e9:.2f} GB of {where} free"
+    return True, ""
+
+
+def speed_vs_parent(cand, job: MeasureJob, parent_job: ParentJob, nvml):
+    """Candidate/parent decode speed from interleaved rounds in this process, when both fit; else a
+    record saying why not (the build then compares the two separate timings, labelled so). A failure
+    here costs only the ratio, never the candidate's measurements."""
+    import math
+
+    from optpipe.measure.results import SpeedRatio
+
+    if job.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_per_process_memory_fraction(1.0)  # the cap was for the candidate alone
+    fits, why = parent_fits(parent_job.directory, job.device)
+    if fits:
+        try:
+            return _interleave(cand, job, parent_job, nvml)
+        except Exception as exc:  # out of memory included: report it, keep what was measured
+            traceback.print_exc()
+            why = f"interleaved timing failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    _progress(f"speed vs {parent_job.name}: not interleaved ({why})")
+    nan = math.nan
+    return SpeedRatio(
+        parent=parent_job.name, interleaved=False, ratio=nan, low=nan, high=nan, confidence=parent_job.confidence,
+        why_not_interleaved=why,
+    )  # fmt: skip
+
+
+def _interleave(cand, job: MeasureJob, parent_job: ParentJob, nvml):
+    from optpipe.evaluate.data import benchmark_prompt_text
+    from optpipe.measure.bench import interleaved_ratio
+    from optpipe.runtime import load_candidate
+
+    cfg = job.benchmark
+    assert cfg is not None
+    parent = load_candidate(parent_job.directory, device=job.device)
+    ids = cand.tokenizer(benchmark_prompt_text(), return_tensors="pt", add_special_tokens=False).input_ids
+    prompt = ids[:, : cfg.prompt_tokens].to(cand.device)
+    _progress(f"speed vs {parent_job.name}: interleaved rounds")
+    try:
+        return interleaved_ratio(
+            cand.decoder(), parent.decoder(), prompt, cfg, parent_job.name, parent_job.confidence, progress=_progress, nvml=nvml
+        )
+    finally:
+        del parent
 
 
 def kl_against_reference(recorder, kl_job: KLReferenceJob):

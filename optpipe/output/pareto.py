@@ -162,34 +162,28 @@ def _note_boxes(lines: BudgetLines, x: _Scale, y: _Scale) -> list[Box]:
     return boxes
 
 
+def _dashed(label: str, data_line: str, line: dict, label_at: dict) -> str:
+    """One budget line: dashed, labelled, with its label as the hover title."""
+    return element(
+        "g",
+        title(label),
+        element("line", **line, stroke=BUDGET_COLOUR, stroke_width=1.5, stroke_dasharray="6 4"),
+        element("text", text(label), **label_at, text_anchor="end", fill=BUDGET_COLOUR, class_="note"),
+        class_="budget-line",
+        data_line=data_line,
+    )
+
+
 def _budget(lines: BudgetLines, x: _Scale, y: _Scale) -> list[str]:
     out = []
     if lines.min_acc is not None:
         yy = y(lines.min_acc)
         label = f"budget: HellaSwag ≥ {lines.min_acc:.1f} (baseline − {lines.max_drop:g} pts)"
-        out.append(
-            element(
-                "g",
-                title(label),
-                element("line", x1=LEFT, x2=RIGHT, y1=yy, y2=yy, stroke=BUDGET_COLOUR, stroke_width=1.5, stroke_dasharray="6 4"),
-                element("text", text(label), x=RIGHT - 4, y=yy - 5, text_anchor="end", fill=BUDGET_COLOUR, class_="note"),
-                class_="budget-line",
-                data_line="hellaswag",
-            )
-        )
+        out.append(_dashed(label, "hellaswag", dict(x1=LEFT, x2=RIGHT, y1=yy, y2=yy), dict(x=RIGHT - 4, y=yy - 5)))
     if lines.min_tok_s is not None:
         xx = x(lines.min_tok_s)
         label = f"goal: ≥ {lines.min_tok_s:g} tok/s"
-        out.append(
-            element(
-                "g",
-                title(label),
-                element("line", x1=xx, x2=xx, y1=TOP, y2=BOTTOM, stroke=BUDGET_COLOUR, stroke_width=1.5, stroke_dasharray="6 4"),
-                element("text", text(label), x=xx - 4, y=TOP + 14, text_anchor="end", fill=BUDGET_COLOUR, class_="note"),
-                class_="budget-line",
-                data_line="decode_tok_s",
-            )
-        )
+        out.append(_dashed(label, "decode_tok_s", dict(x1=xx, x2=xx, y1=TOP, y2=BOTTOM), dict(x=xx - 4, y=TOP + 14)))
     return out
 
 

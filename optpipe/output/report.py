@@ -54,6 +54,13 @@ def _speed_cell(rec: CandidateRecord) -> list[str]:
         speed += f", {roof.fraction:.0%} roofline" + (" ERROR>100%" if roof.fraction > 1 else "")
         if roof.projected is not None:
             speed += f"; projected {roof.projected.target}: {roof.projected.decode_tok_s:.1f}"
+    if bench.host_load is not None and bench.host_load.under_load:
+        speed += " UNDER LOAD"
+    if not bench.stable:
+        speed += " UNSTABLE"
+    sv = rec.measurements.speed_vs_parent if rec.measurements else None
+    if sv is not None and not math.isnan(sv.ratio):
+        speed += f"; x{sv.ratio:.2f} [{_f(sv.low)}, {_f(sv.high)}] vs parent" + ("" if sv.interleaved else " (not interleaved)")
     return [speed, _f(bench.token_latency_ms.p95, ".1f"), _f(bench.ttft_ms.p50, ".0f")]
 
 
@@ -184,12 +191,16 @@ def markdown(manifest: Manifest) -> str:
     for rec in manifest.candidates:
         lines.append(f"### {rec.index} {rec.name}: {rec.verdict or rec.status.upper()}")
         lines += [f"- {line}" for line in checks_lines(rec)] or [f"- {rec.status}: {rec.reason}"]
+        lines += [f"- warning: {w}" for w in (rec.measurements.warnings if rec.measurements else [])]
         lines.append("")
     lines += [
         "Accuracy deltas are candidate minus baseline, paired over the same items (HellaSwag) or windows",
         "(perplexity). A line is MET only when its whole confidence interval is within the limit,",
         "NOT MET when it is wholly outside, INCONCLUSIVE otherwise. KL is KL(baseline || candidate) of the",
         "next-token distributions on the first perplexity positions, mean ± se over tokens.",
+        "UNDER LOAD: other processes used the machine while the speed was timed; UNSTABLE: decode tok/s",
+        "missed the benchmark's CV target. 'xR [lo, hi] vs parent': decode speed over the parent's, timed",
+        "in alternating rounds in one process (a busy machine slows both alike), with its interval.",
         "",
     ]
     return "\n".join(lines)

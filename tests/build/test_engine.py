@@ -44,6 +44,12 @@ def test_build_runs_every_candidate_and_reports_not_met(tiny_model_dir, tmp_path
         "device": "cpu",
     }
     assert m["candidates"][2]["chain"][0]["pass"] == "attention"  # passes are cumulative
+    assert m["candidates"][0]["measurements"].get("speed_vs_parent") is None  # the baseline has no parent
+    for c, parent in zip(m["candidates"][1:], ["0 baseline", "1 attention"]):
+        sv = c["measurements"]["speed_vs_parent"]  # timed in alternating rounds beside the candidate it came from
+        assert sv["parent"] == parent and sv["interleaved"] and sv["order"][:2] == ["candidate", "parent"]
+        assert sv["low"] <= sv["ratio"] <= sv["high"] and "host_load" in c["measurements"]["benchmark"]
+    assert m["candidates"][0]["measurements"]["perplexity"]["bos_prepended"] is False  # the tiny tokenizer adds none
     kls = [c["measurements"]["kl"] for c in m["candidates"]]
     assert kls[0]["reference"].startswith("self") and kls[0]["n"] == 599  # perplexity scores 599 positions
     assert kls[1]["n"] == kls[2]["n"] == 599

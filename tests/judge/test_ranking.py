@@ -46,3 +46,20 @@ def test_build_status():
     assert build_status([NOT_MET, MET]) == Verdict.MET
     assert build_status([NOT_MET, INC]) == Verdict.INCONCLUSIVE
     assert build_status([NOT_MET, "", NOT_MET]) == Verdict.NOT_MET
+
+
+def test_variants_rank_by_interleaved_ratio_over_their_common_parent():
+    from optpipe.measure.results import SpeedRatio
+
+    def with_ratio(m, low, interleaved=True):
+        m.speed_vs_parent = SpeedRatio(
+            parent="0", interleaved=interleaved, ratio=low + 0.1, low=low, high=low + 0.2, confidence=0.95
+        )
+        return m
+
+    busy_fast = with_ratio(result(b=bench(5.0, 0.1)), 1.8)  # timed while the machine was busy: low absolute figure
+    quiet_slow = with_ratio(result(b=bench(15.0, 0.1)), 1.1)
+    assert select_parent([NOT_MET, NOT_MET], [quiet_slow, busy_fast], "decode_tok_s") == 1
+    # one variant without an interleaved ratio: fall back to the absolute figures for all
+    not_interleaved = with_ratio(result(b=bench(5.0, 0.1)), 1.8, interleaved=False)
+    assert select_parent([NOT_MET, NOT_MET], [quiet_slow, not_interleaved], "decode_tok_s") == 0

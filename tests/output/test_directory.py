@@ -23,28 +23,12 @@ from optpipe.output.directory import (
     is_locked,
     read_manifest,
 )
-from optpipe.output.manifest import Manifest, ModelInfo
+from optpipe.output.manifest import Manifest
+from tests.factories import manifest as factory_manifest
 
 
 def make_manifest() -> Manifest:
-    ev = {"hellaswag_items": 0, "seed": 1, "perplexity_tokens": 0, "perplexity_window": 512, "perplexity_stride": 256}
-    return Manifest(
-        recipe_schema_version=1,
-        optpipe_version="0",
-        recipe_file="r.yaml",
-        recipe_hash="h",
-        recipe={"evaluation": ev, "benchmark": {"prompt_tokens": 8, "new_tokens": 4, "batch_size": 1}},
-        model=ModelInfo(description="m", kind="hf-dir", fingerprint="f"),
-        target={"name": "cpu-x86", "display_name": "x86"},
-        measured_on="cpu",
-        host={"cpu": "x", "cpu_count": 2},
-        packages={},
-        started="s",
-        updated="u",
-        status="MET",
-        pass_chain=[],
-        candidates=[],
-    )
+    return factory_manifest([], status="MET", target={"name": "cpu-x86", "display_name": "x86"}, measured_on="cpu")
 
 
 def messages(problems) -> str:

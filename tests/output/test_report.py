@@ -3,40 +3,14 @@
 import math
 
 from optpipe.judge.budget import Check, Verdict
-from optpipe.output.manifest import CandidateRecord, Manifest, ModelInfo
+from optpipe.output.manifest import CandidateRecord, Manifest
 from optpipe.output.report import markdown, row
 from tests.factories import bench, result
+from tests.factories import manifest as factory_manifest
 
 
 def manifest(candidates, forecast=()):
-    return Manifest(
-        recipe_schema_version=1,
-        optpipe_version="0",
-        recipe_file="r.yaml",
-        recipe_hash="h",
-        recipe={
-            "evaluation": {
-                "hellaswag_items": 0,
-                "seed": 1,
-                "perplexity_tokens": 0,
-                "perplexity_window": 512,
-                "perplexity_stride": 256,
-            },
-            "benchmark": {"prompt_tokens": 8, "new_tokens": 4, "batch_size": 1},
-        },
-        model=ModelInfo(description="m", kind="hf-dir", fingerprint="f"),
-        target={"name": "rtx4060", "display_name": "RTX 4060"},
-        measured_on="cuda (H100)",
-        host={"cpu": "x", "cpu_count": 2},
-        packages={},
-        started="s",
-        updated="u",
-        status="NOT MET",
-        pass_chain=[],
-        candidates=list(candidates),
-        forecast=list(forecast),
-        reference="measured uncapped on H100: forecast needs 16.67 GB > 8.0 GB",
-    )
+    return factory_manifest(candidates, forecast, reference="measured uncapped on H100: forecast needs 16.67 GB > 8.0 GB")
 
 
 def test_manifest_round_trips_with_nan():

@@ -136,6 +136,41 @@ def test_fused_step_calls_quantized_projections_unfused():
     fused = FusedStepDecoder(model, max_cache_len=48, mode=None)
     assert torch.equal(greedy(fused, ids, 16), greedy(EagerDecoder(model), ids, 16))
     assert fused.core.qkv[0] is None  # quantized weights are not concatenated
+    assert fused.core.int4[0] == {} and fused.core.head_int4 is None  # only torchao int4 goes to tinygemm directly
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fused_step_runs_torchao_int4_through_tinygemm_on_plain_tensors(tmp_path):
+    """Every torchao int4 projection (lm_head included) is called as tinygemm on the weight's own
+    tensors (no copy), the step matches eager decoding, and a saved-and-reloaded model takes the
+    same path."""
+    pytest.importorskip("torchao")
+    from torchao.quantization import Int4WeightOnlyConfig
+    from transformers import AutoModelForCausalLM, TorchAoConfig
+
+    from optpipe.runtime.fused_decode import FusedStepDecoder
+
+    model = _tiny("llama")
+    model.config.tie_word_embeddings = False
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    int4 = TorchAoConfig(Int4WeightOnlyConfig(group_size=32, int4_packing_format="tile_packed_to_4d"), modules_to_not_convert=[])
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "bf16", quantization_config=int4, device_map="cuda", dtype=torch.bfloat16
+    )
+    model.eval()
+    ids = torch.randint(0, 384, (1, 16), generator=torch.Generator().manual_seed(3)).cuda()
+    fused = FusedStepDecoder(model, max_cache_len=48, mode="reduce-overhead")
+    assert torch.equal(greedy(fused, ids, 16), greedy(EagerDecoder(model), ids, 16))
+    layer0 = fused.core.int4[0]
+    assert set(layer0) == {"q", "k", "v", "o", "gate", "up", "down"} and fused.core.head_int4 is not None
+    assert layer0["q"][0].data_ptr() == model.model.layers[0].self_attn.q_proj.weight.qdata.data_ptr()  # no copy
+    model.save_pretrained(tmp_path / "int4")
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "int4", device_map="cuda", dtype=torch.bfloat16).eval()
+    reloaded = FusedStepDecoder(again, max_cache_len=48, mode="reduce-overhead")
+    assert torch.equal(greedy(reloaded, ids, 16), greedy(EagerDecoder(again), ids, 16))
+    assert set(reloaded.core.int4[0]) == set(layer0)
 
 
 @pytest.mark.parametrize("cublas, per_layer, heads", [("out", 2, 0), ("all", 4, 15)])
