@@ -173,7 +173,7 @@ class Build:
         self.artifact_dir: Path | None = None
         self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
         self.context = PassContext(
-            target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work
+            target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work, model=p.model
         )
 
     # ------------------------------------------------------------------ the loop
