@@ -78,7 +78,9 @@ class Distill(Pass):
 
         reasons = []
         if params.teacher != "baseline" and not (Path(params.teacher) / "config.json").is_file():
-            reasons.append(f"teacher {params.teacher!r} is not a transformers model directory (no config.json); or use 'baseline'")
+            reasons.append(
+                f"teacher {params.teacher!r} is not a transformers model directory (no config.json); or use 'baseline'"
+            )
         if params.optimizer == "adamw-8bit" and not env.has_package("bitsandbytes"):
             reasons.append("optimizer adamw-8bit needs bitsandbytes (pip install bitsandbytes), or use adamw")
         if params.bf16 == "on" and env.has_cuda and env.gpu_capability and float(env.gpu_capability) < 8.0:

@@ -100,6 +100,9 @@ def distill(candidate, params, ctx):
     cuda = str(student.device).startswith("cuda")
     bf16 = params.bf16 == "on" or (params.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
     optim = optimizer_name(params, cuda)
+    # transformers 5.2x renamed gradient_checkpointing (still accepted, deprecated) to activation_checkpointing
+    fields = TrainingArguments.__dataclass_fields__
+    ckpt_arg = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
     tokens_per_step = params.batch_size * params.grad_accum * params.calibration_seq_len
     args = TrainingArguments(
         output_dir=str(ckpt_dir),
@@ -114,7 +117,7 @@ def distill(candidate, params, ctx):
         optim=optim,
         bf16=bf16,
         use_cpu=not cuda,
-        gradient_checkpointing=params.gradient_checkpointing,
+        **{ckpt_arg: params.gradient_checkpointing},
         logging_steps=params.log_every,
         save_strategy="steps",
         save_steps=params.checkpoint_every,
@@ -143,7 +146,7 @@ def distill(candidate, params, ctx):
     del teacher, trainer.teacher
     student = trainer.model
     if params.gradient_checkpointing:
-        student.gradient_checkpointing_disable()
+        (getattr(student, "activation_checkpointing_disable", None) or student.gradient_checkpointing_disable)()
     student.config.use_cache = True
     student.eval().requires_grad_(False)
     budget_now = next((c for c in trainer.callback_handler.callbacks if isinstance(c, TimeBudget)), budget)

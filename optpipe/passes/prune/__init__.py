@@ -34,7 +34,8 @@ class PruneParams(PassParams):
         0.0, ge=0, lt=1, description="width: fraction of KV groups (with their query heads) removed per layer; 0 keeps attention."
     )
     calibration: Literal["wikitext-heldout", "file"] = Field(
-        "wikitext-heldout", description="Importance text: held-out WikiText-2 slice (disjoint from perplexity) or calibration_file."
+        "wikitext-heldout",
+        description="Importance text: held-out WikiText-2 slice (disjoint from perplexity) or calibration_file.",
     )
     calibration_file: str | None = Field(None, description="UTF-8 text file for calibration: file.")
     calibration_samples: int = Field(16, ge=1, description="Calibration sequences.")
@@ -148,7 +149,9 @@ def _width(model, ids, params):
         if kv_keep < 1:
             raise ValueError(f"heads_fraction={params.heads_fraction} removes all {cfg.num_key_value_heads} KV groups")
         group_keep = {
-            i: head_group_scores(layer.self_attn.o_proj.weight, norms[f"model.layers.{i}.self_attn.o_proj"], head_dim, group_heads)
+            i: head_group_scores(
+                layer.self_attn.o_proj.weight, norms[f"model.layers.{i}.self_attn.o_proj"], head_dim, group_heads
+            )
             .topk(kv_keep)
             .indices.sort()
             .values

@@ -16,9 +16,7 @@ _LAYER_KEY = re.compile(r"^(model\.layers\.)(\d+)(\..*)$")
 def _rebuild(model, config, state: dict[str, Any]):
     from transformers import AutoModelForCausalLM
 
-    new = AutoModelForCausalLM.from_config(
-        config, dtype=model.dtype, attn_implementation=model.config._attn_implementation
-    )
+    new = AutoModelForCausalLM.from_config(config, dtype=model.dtype, attn_implementation=model.config._attn_implementation)
     new.load_state_dict(state, strict=True)
     return new.eval()
 
@@ -63,9 +61,7 @@ def shrink_width(model, mlp_keep: dict[int, Any], group_keep: dict[int, Any] | N
 
         p = f"model.layers.{i}.self_attn."
         kv_rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in groups.tolist()])
-        q_rows = torch.cat(
-            [torch.arange(g * group_heads * head_dim, (g + 1) * group_heads * head_dim) for g in groups.tolist()]
-        )
+        q_rows = torch.cat([torch.arange(g * group_heads * head_dim, (g + 1) * group_heads * head_dim) for g in groups.tolist()])
         for name, rows in (("q_proj", q_rows), ("k_proj", kv_rows), ("v_proj", kv_rows)):
             for kind in ("weight", "bias"):
                 if f"{p}{name}.{kind}" in state:
