@@ -110,3 +110,29 @@ def test_params_are_checked_up_front():
     with pytest.raises(ValidationError):
         P(methods=["width"], width_fraction=1.0)
     assert [label for label, _ in get_pass("prune").variants(P(methods=["depth", "width"]))] == ["prune:depth", "prune:width"]
+
+
+def test_sparse24_keeps_the_two_largest_of_every_four_and_is_refused_where_it_cannot_speed_up(tiny_candidate):
+    import dataclasses
+
+    from optpipe.passes.prune.sparse24 import linear_names, mask_24, sparsify_24
+    from optpipe.runtime.host_probe import detect_host
+    from optpipe.spec.targets import load_target
+
+    w = torch.tensor([[1.0, -4.0, 3.0, 0.5, 0.1, 0.2, -0.3, 0.4]])
+    norms = torch.tensor([1.0, 1.0, 1.0, 1.0, 10.0, 1.0, 1.0, 1.0])  # a large input lifts a small weight
+    assert mask_24(w, norms).tolist() == [[False, True, True, False, True, False, False, True]]
+
+    model = tiny_candidate.model
+    rec = sparsify_24(model, torch.randint(0, 300, (2, 32)))
+    assert rec["decoder_linear_sparsity"] == 0.5 and rec["linears"] == 14
+    modules = dict(model.named_modules())
+    for n in linear_names(model):  # exactly 2 non-zeros in every group of 4
+        groups = modules[n].weight.reshape(modules[n].weight.shape[0], -1, 4)
+        assert ((groups != 0).sum(-1) == 2).all()
+
+    P = get_pass("prune")
+    cpu_host = dataclasses.replace(detect_host(), has_cuda=False, gpu_capability=None)
+    (why,) = P.requirements(P.Params(methods=["sparse24"]), load_target("cpu-x86"), cpu_host)
+    assert "compute capability >= 8.0" in why and "same size on disk" in why
+    assert P.requirements(P.Params(methods=["depth", "width"]), load_target("cpu-x86"), cpu_host) == []

@@ -4,6 +4,7 @@
 |---|---|---|
 | depth | whole decoder blocks (`depth_blocks`: a count, or a fraction when < 1) | block influence: 1 - cos(block input, block output) |
 | width | MLP intermediate channels (`width_fraction`) and optionally whole KV groups of attention heads (`heads_fraction`) | Wanda-style \\|W\\|·\\|\\|x\\|\\| |
+| sparse24 | 2 of every 4 weights of each decoder Linear row (zeros stored dense; run as 2:4 sparse on CUDA cc >= 8.0) | Wanda \\|W\\|·\\|\\|x\\|\\| |
 
 The result has an updated config (num_hidden_layers and layer_types; intermediate_size; attention and KV
 head counts with head_dim kept) that stock `AutoModelForCausalLM.from_pretrained` loads. Calibration reuses
@@ -20,7 +21,12 @@ from pydantic import Field, model_validator
 
 from optpipe.passes.base import Pass, PassParams
 
-Method = Literal["depth", "width"]
+Method = Literal["depth", "width", "sparse24"]
+SPARSE24_WHY = (
+    "2:4 semi-structured sparsity is faster only on CUDA GPUs of compute capability >= 8.0 (torch's "
+    "semi-structured sparse kernels, fp16/bf16); here it would only zero half of every decoder weight: the "
+    "checkpoint stays dense (same size on disk), decode runs at dense speed, and accuracy drops"
+)
 
 
 class PruneParams(PassParams):
@@ -69,13 +75,20 @@ class Prune(Pass):
     name = "prune"
     variant_label = "prune"
     Params = PruneParams
-    summary = "Structured pruning: drop decoder blocks (depth) or MLP channels / KV head groups (width)."
+    summary = (
+        "Structured pruning: drop decoder blocks (depth) or MLP channels / KV head groups (width); "
+        "2:4 sparsity (sparse24, CUDA cc >= 8.0)."
+    )
     requires = "a Llama-family decoder (model.layers with q/k/v/o and gate/up/down projections), unquantized"
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:
         from pathlib import Path
 
+        if "sparse24" in params.methods:
+            cap = env.gpu_capability
+            if not (target.has_cuda and env.has_cuda and cap and float(cap) >= 8.0):
+                return [SPARSE24_WHY]
         if params.calibration == "file" and params.calibration_file and not Path(params.calibration_file).is_file():
             return [f"calibration_file {params.calibration_file!r} does not exist"]
         return []
@@ -94,6 +107,10 @@ class Prune(Pass):
         before = sum(p.numel() for p in model.parameters())
         if method == "depth":
             new, record = _depth(model, calib.ids, params)
+        elif method == "sparse24":
+            from optpipe.passes.prune.sparse24 import sparsify_24
+
+            new, record = model, sparsify_24(model, calib.ids)  # same shapes: masked in place
         else:
             new, record = _width(model, calib.ids, params)
         after = sum(p.numel() for p in new.parameters())
