@@ -109,3 +109,37 @@ def test_budget_and_teacher_are_checked_up_front(tmp_path):
     reasons = D.requirements(D.Params(teacher=str(tmp_path), steps=1), load_target("cpu-x86"), detect_host())
     assert any("not a transformers model directory" in r for r in reasons)
     assert "log_every" not in D.Params(minutes=1).chain_params()  # how it is watched is not what it makes
+
+
+PRUNE_DISTILL = """  - pass: prune
+    methods: [depth, width]
+    depth_blocks: 1
+    calibration_samples: 4
+    calibration_seq_len: 64
+  - pass: distill
+    steps: 3
+    calibration_samples: 8
+    calibration_seq_len: 64
+"""
+
+
+@pytest.mark.slow
+def test_prune_then_distill_from_the_baseline_in_a_build(tiny_model_dir, tmp_path):
+    """End to end: both prune variants measured, the kept one distilled from the recipe's model (the build
+    hands the pass its source), what each did recorded in the manifest, no checkpoints left behind."""
+    from optpipe.build.engine import build
+    from optpipe.build.recipe import parse_recipe
+    from tests.conftest import read_manifest, tiny_recipe_text
+
+    out = tmp_path / "out"
+    build(parse_recipe(tiny_recipe_text(tiny_model_dir, out, PRUNE_DISTILL, stop="best")))
+    m = read_manifest(out)
+    by_name = {c["name"]: c for c in m["candidates"]}
+    assert list(by_name) == ["baseline", "prune:depth", "prune:width", "distill"]
+    runtime = {k: c["measurements"]["runtime"] for k, c in by_name.items()}
+    assert runtime["prune:depth"]["prune"]["blocks_before"] == 2 and len(runtime["prune:depth"]["prune"]["blocks_dropped"]) == 1
+    assert runtime["prune:width"]["prune"]["intermediate_after"] == 96
+    distill = runtime["distill"]["distill"]
+    assert distill["teacher"].startswith("baseline") and distill["steps"] == 3
+    assert "prune" in runtime["distill"]  # the student's own pruning is still on record
+    assert not (out / "work").exists()
