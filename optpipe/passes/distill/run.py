@@ -127,6 +127,7 @@ def distill(candidate, params, ctx):
         report_to="none",
         disable_tqdm=True,
         remove_unused_columns=False,
+        restore_callback_states_from_checkpoint=True,  # the time already spent (TimeBudget)
         dataloader_num_workers=0,
     )
     budget = TimeBudget(params.minutes * 60 if params.minutes else None)
