@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from optpipe.forecast.candidates import CandidateSpec
     from optpipe.runtime.candidate import Candidate
     from optpipe.spec.host import HostEnv
+    from optpipe.spec.model_source import ResolvedModel
     from optpipe.spec.settings import EvaluationSettings
     from optpipe.spec.targets import Target
 
@@ -52,6 +53,7 @@ class PassContext:
     evaluation: "EvaluationSettings"
     work_dir: Path
     parent_dir: Path | None = None  # the candidate handed to apply, as saved (a pass may read it from disk)
+    model: "ResolvedModel | None" = None  # the recipe's model source (distill's default teacher: the baseline)
 
 
 class PassParams(BaseModel):

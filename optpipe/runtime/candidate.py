@@ -33,6 +33,8 @@ class RuntimeSettings:
     quantization: str | None = None  # set by the quantize pass (the weights carry its config)
     calibration: dict[str, Any] | None = None  # GPTQ/AWQ: source, token range or file sha256, samples
     onnx: dict[str, Any] | None = None  # format "onnx": {"optimization", "quantization", "exporter"}
+    prune: dict[str, Any] | None = None  # prune pass: method, blocks dropped / channels kept, params before/after
+    distill: dict[str, Any] | None = None  # distill pass: teacher, steps, tokens, final loss, calibration
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -42,7 +44,7 @@ class RuntimeSettings:
 
 
 _TEXT_FIELDS = ("format", "dtype", "attn_implementation", "device")
-_OPTIONAL = {"compile": dict, "quantization": str, "calibration": dict, "onnx": dict}
+_OPTIONAL = {"compile": dict, "quantization": str, "calibration": dict, "onnx": dict, "prune": dict, "distill": dict}
 
 
 def read_settings(directory: str | Path) -> RuntimeSettings:

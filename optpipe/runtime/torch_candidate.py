@@ -99,5 +99,9 @@ def load(directory: str | Path, settings: RuntimeSettings | None = None, device:
         device_map=settings.device,  # quantized models refuse .to(); device_map places every kind
     )
     model.eval()
+    if (settings.prune or {}).get("method") == "sparse24":  # masked by the prune pass: fast only on CUDA cc >= 8.0
+        from optpipe.runtime.sparsity import to_semi_structured
+
+        to_semi_structured(model)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return TorchCandidate(model, tokenizer, settings)
