@@ -189,7 +189,13 @@ class Build:
         self.forecast: list[Any] = []  # forecast.CandidateForecast per candidate, when the model could be read
         self.perplexity_bos = False  # the tokenizer puts BOS before a text: perplexity windows start with it
         self.context = PassContext(
-            target=p.target, host=p.env, device=p.device, evaluation=p.recipe.evaluation, work_dir=self.work, model=p.model
+            target=p.target,
+            host=p.env,
+            device=p.device,
+            evaluation=p.recipe.evaluation,
+            work_dir=self.work,
+            model=p.model,
+            resume_dir=self.out / ".cache" / "resume",
         )
 
     # ------------------------------------------------------------------ the loop

@@ -54,6 +54,10 @@ class PassContext:
     work_dir: Path
     parent_dir: Path | None = None  # the candidate handed to apply, as saved (a pass may read it from disk)
     model: "ResolvedModel | None" = None  # the recipe's model source (distill's default teacher: the baseline)
+    # State a long pass keeps to resume after a kill (distill's checkpoints). Not work/: that is
+    # cleared when a build starts and ends; this lives in the output directory's .cache until the
+    # pass finishes with it.
+    resume_dir: Path | None = None
 
 
 class PassParams(BaseModel):

@@ -11,7 +11,7 @@ earlier candidates (their files are freed as the build moves on), so the default
 first pass that changes weights. `teacher: <directory>` names any transformers model directory.
 
 The loop is transformers' Trainer (train.py); checkpoints (model, optimizer, scheduler, step, RNG,
-time spent) go to work/distill-<key>/ every `checkpoint_every` steps, keyed by the student's weights
+time spent) go to <output>/.cache/resume/distill-<key>/ every `checkpoint_every` steps, keyed by the student's weights
 and these params, so running the same build again after an interruption resumes at the last
 checkpoint. They are removed when the distillation finishes.
 """

@@ -95,7 +95,7 @@ def distill(candidate, params, ctx):
     teacher, teacher_name = load_teacher(params, ctx, student)
     lmap = layer_map(candidate.settings.prune, student, teacher) if params.hidden_weight > 0 else None
     calib = calibration_data(params, candidate.tokenizer, ctx.evaluation.perplexity_tokens)
-    ckpt_dir = ctx.work_dir / f"distill-{run_key(student, params)}"
+    ckpt_dir = (ctx.resume_dir or ctx.work_dir) / f"distill-{run_key(student, params)}"
     last = last_complete_checkpoint(ckpt_dir)
     cuda = str(student.device).startswith("cuda")
     bf16 = params.bf16 == "on" or (params.bf16 == "auto" and cuda and torch.cuda.is_bf16_supported())
