@@ -305,7 +305,8 @@ class FusedStep:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=self.n_kv != self.n_heads)
             x = x + self._out(layer.self_attn.o_proj, out.transpose(1, 2).reshape(ids.shape[0], t, -1), self.int4[i].get("o"))
             x = x + self._mlp(i, layer, layer.post_attention_layernorm(x))
-        logits = self._out(self.model.lm_head, self.inner.norm(x[:, -1:]), self.head_int4)
+        h = self.inner.norm(x[:, -1:])
+        logits = tinygemm_linear(h, self.head_int4) if self.head_int4 else self.model.lm_head(h)
         return logits.argmax(-1)
 
 
