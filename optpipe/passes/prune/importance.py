@@ -27,6 +27,19 @@ def _batches(ids, batch_size: int):
         yield ids[i : i + batch_size]
 
 
+def _run_calibration(model, ids, batch_size: int, handles: list) -> None:
+    """Forward the calibration ids through the model with the given hooks attached, then remove them."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            for batch in _batches(ids, batch_size):
+                model(input_ids=batch.to(model.device), use_cache=False)
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def block_influence(model, ids, batch_size: int = 4) -> list[float]:
     """1 - mean cosine(input, output) of every decoder block on `ids` [samples, seq_len]."""
     import torch
@@ -47,19 +60,12 @@ def block_influence(model, ids, batch_size: int = 4) -> list[float]:
         return fn
 
     handles = [layer.register_forward_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
-    try:
-        with torch.inference_mode():
-            for batch in _batches(ids, batch_size):
-                model(input_ids=batch.to(model.device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_calibration(model, ids, batch_size, handles)
     return [s / max(count[0], 1) for s in sums]
 
 
 def input_norms(model, ids, module_names: list[str], batch_size: int = 4) -> dict[str, Any]:
     """||x_j||_2 over every calibration token of the input of each named Linear (a 1-D tensor each)."""
-    import torch
 
     modules = dict(model.named_modules())
     sq: dict[str, Any] = {}
@@ -73,13 +79,7 @@ def input_norms(model, ids, module_names: list[str], batch_size: int = 4) -> dic
         return fn
 
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in module_names]
-    try:
-        with torch.inference_mode():
-            for batch in _batches(ids, batch_size):
-                model(input_ids=batch.to(model.device), use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
+    _run_calibration(model, ids, batch_size, handles)
     return {n: v.sqrt() for n, v in sq.items()}
 
 
