@@ -14,6 +14,9 @@ Variants (Llama-3.1-8B shape, random weights, batch 1, greedy):
                       commit that had it, copied into .torchao-llama/, git-ignored: never committed)
                       with torchao's quantize_ (Int4WeightOnlyConfig, tile_packed_to_4d), its decode
                       step compiled as its generate.py does (reduce-overhead, fullgraph)
+                      To get it: fetch github.com/pytorch/ao, then
+                      git show 3c2030bbb:torchao/_models/llama/model.py > .torchao-llama/model.py
+                      (and carry .torchao-llama to the GPU machine with the wheels)
   gptfast-int4        the same model with every linear (lm_head included) calling tinygemm
                       (aten._weight_int4pack_mm) on plain tensors: the gpt-fast design
 `--profile` adds, per variant, the top CUDA kernels and CPU ops of 8 decode steps and the step time
