@@ -9,6 +9,7 @@ or a hub id (only for users with hub access; optpipe never needs one itself).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,22 +38,35 @@ class ResolvedModel:
 
     def fingerprint(self) -> str:
         """Content hash of the weights (hub: id + revision), for cache keys."""
-        h = hashlib.sha256()
         if self.kind == "hub":
-            h.update(f"{self.location}@{self.revision}".encode())
-            return h.hexdigest()[:16]
+            return hashlib.sha256(f"{self.location}@{self.revision}".encode()).hexdigest()[:16]
         root = Path(self.location)
         files = (
             [root / self.gguf_file]
             if self.gguf_file
             else sorted(p for p in root.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
         )
-        for f in files:
-            h.update(f.name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
-        return h.hexdigest()[:16]
+        # Keyed by each file's size and mtime: `optpipe nightly` fingerprints a source to detect a
+        # release and the build it starts fingerprints it again; an 8B model is 16 GB read twice.
+        return _content_hash(tuple((str(f), *_size_and_mtime(f)) for f in files))
+
+
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(files: tuple[tuple[str, int, int], ...]) -> str:
+    """sha256 over the files' names and bytes (first 16 hex digits); cached while size and mtime hold."""
+    h = hashlib.sha256()
+    for name, _size, _mtime in files:
+        f = Path(name)
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _problem(msg: str, value: object, origin: str) -> InvalidInputError:

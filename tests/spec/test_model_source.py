@@ -53,3 +53,28 @@ def test_relative_paths_resolve_against_the_recipe_directory_not_the_cwd(tmp_pat
     monkeypatch.chdir(tmp_path)  # ./model exists here, but the recipe lives in recipes/
     with pytest.raises(InvalidInputError, match="relative paths resolve against the recipe's directory"):
         resolve_model("./model", base_dir=recipes)
+
+
+def test_fingerprint_is_read_once_while_files_are_unchanged(tmp_path, monkeypatch):
+    """nightly fingerprints a source and the build it starts does again: the second is a cache hit,
+    and a changed file (size or mtime) is hashed anew."""
+    import builtins
+
+    from optpipe.spec.model_source import ResolvedModel
+
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"a" * 100)
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    m = ResolvedModel("hf-dir", str(tmp_path))
+    first = m.fingerprint()
+    assert len(opened) == 2
+    assert ResolvedModel("hf-dir", str(tmp_path)).fingerprint() == first and len(opened) == 2
+    (tmp_path / "model.safetensors").write_bytes(b"b" * 101)
+    assert m.fingerprint() != first and len(opened) == 4
