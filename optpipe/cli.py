@@ -304,7 +304,7 @@ def history(
     model: str | None = typer.Option(None, help="Model source (substring) or fingerprint prefix."),
     recipe: str | None = typer.Option(None, help="Recipe name (file stem) or file."),
     target: str | None = typer.Option(None, help="Target name."),
-    limit: int = typer.Option(50, help="Newest N builds."),
+    limit: int = typer.Option(50, min=1, help="Newest N builds."),
     add: Path | None = typer.Option(None, "--add", help="Record the build in this output directory (again) first."),
     history_url: str | None = HISTORY_URL,
 ) -> None:

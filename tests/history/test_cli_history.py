@@ -50,3 +50,5 @@ def test_compare_input_errors_exit_2(tmp_path):
     (tmp_path / "bad.db").write_bytes(b"junk" * 50)
     r = runner.invoke(app, ["history", "--history-url", f"sqlite:///{tmp_path / 'bad.db'}"])
     assert r.exit_code == 2 and "bad.db" in r.output and "not a readable SQLite database" in r.output
+    r = runner.invoke(app, ["history", "--limit", "0", "--history-url", url])
+    assert r.exit_code == 2 and "--limit" in r.output
