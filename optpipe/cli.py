@@ -362,18 +362,21 @@ def compare(
     from optpipe.api import Tolerance, compare_builds, comparison_markdown
     from optpipe.errors import InvalidInputError
 
+    options = {  # Tolerance field -> (the option that sets it, its value)
+        "speed_drop_pct": ("--max-speed-drop-pct", max_speed_drop_pct),
+        "hellaswag_drop_points": ("--max-hellaswag-drop-points", max_hellaswag_drop_points),
+        "perplexity_rise_pct": ("--max-perplexity-rise-pct", max_perplexity_rise_pct),
+        "size_rise_pct": ("--max-size-rise-pct", max_size_rise_pct),
+        "memory_rise_pct": ("--max-memory-rise-pct", max_memory_rise_pct),
+        "confidence": ("--confidence", confidence),
+    }
     try:
         try:
-            tol = Tolerance(
-                speed_drop_pct=max_speed_drop_pct,
-                hellaswag_drop_points=max_hellaswag_drop_points,
-                perplexity_rise_pct=max_perplexity_rise_pct,
-                size_rise_pct=max_size_rise_pct,
-                memory_rise_pct=max_memory_rise_pct,
-                confidence=confidence,
-            )
+            tol = Tolerance(**{field: value for field, (_, value) in options.items()})
         except ValidationError as exc:
-            raise InvalidInputError("; ".join(f"--{e['loc'][0]}: {e['msg']}" for e in exc.errors())) from None
+            raise InvalidInputError(
+                "; ".join(f"{options[e['loc'][0]][0]} {options[e['loc'][0]][1]}: {e['msg']}" for e in exc.errors())
+            ) from None
         c = compare_builds(a, b, tol, history_url)
     except OptpipeError as exc:
         _fail(exc)

@@ -52,3 +52,5 @@ def test_compare_input_errors_exit_2(tmp_path):
     assert r.exit_code == 2 and "bad.db" in r.output and "not a readable SQLite database" in r.output
     r = runner.invoke(app, ["history", "--limit", "0", "--history-url", url])
     assert r.exit_code == 2 and "--limit" in r.output
+    r = runner.invoke(app, ["compare", "1", "2", "--max-speed-drop-pct", "-5", "--history-url", url])
+    assert r.exit_code == 2 and "--max-speed-drop-pct -5.0" in r.output  # the option as typed, not the field
