@@ -67,7 +67,6 @@ def calibration_requirements(params) -> list[str]:
 
 
 def quantization_config(params, method: str):
-    import torch
 
     from optpipe.runtime.dtypes import torch_dtype
 
@@ -82,33 +81,36 @@ def quantization_config(params, method: str):
             bnb_4bit_use_double_quant=params.double_quant,
             bnb_4bit_compute_dtype=torch_dtype(params.compute_dtype),
         )
-    from torchao import quantization as q
-    from transformers import TorchAoConfig as _TorchAoConfig
+    from transformers import TorchAoConfig
 
-    def TorchAoConfig(config):  # noqa: N802 - transformers' name, with the lm_head choice applied
-        if not params.quantize_lm_head:
-            return _TorchAoConfig(config)
-        # An explicit (empty) skip list replaces transformers' default skips (lm_head). The input
-        # embedding is no Linear and stays a plain lookup table.
-        return _TorchAoConfig(config, modules_to_not_convert=[])
+    # An explicit (empty) skip list replaces transformers' default skips (lm_head) when the head is to
+    # be quantized too; the input embedding is no Linear and stays a plain lookup table.
+    skips = {"modules_to_not_convert": []} if params.quantize_lm_head else {}
+    return TorchAoConfig(_torchao_quant_type(params, method), **skips)
+
+
+def _torchao_quant_type(params, method: str):
+    """torchao's config object for a torchao-* method."""
+    import torch
+    from torchao import quantization as q
 
     if method == "torchao-int8wo":
         # version 2 (Int8Tensor) explicitly: torchao 0.17 defaults to version 1 (AffineQuantizedTensor),
         # which transformers 5.17 could not save ("Unsupported tensor type", H200 run of gpu-quant-smollm2).
-        return TorchAoConfig(q.Int8WeightOnlyConfig(version=2))
+        return q.Int8WeightOnlyConfig(version=2)
     if method == "torchao-int8dq":
-        return TorchAoConfig(q.Int8DynamicActivationInt8WeightConfig(version=2))
+        return q.Int8DynamicActivationInt8WeightConfig(version=2)
     if method == "torchao-int4wo":
-        return TorchAoConfig(q.Int4WeightOnlyConfig(group_size=params.group_size, int4_packing_format="tile_packed_to_4d"))
+        return q.Int4WeightOnlyConfig(group_size=params.group_size, int4_packing_format="tile_packed_to_4d")
     if method == "torchao-float8wo":
-        return TorchAoConfig(q.Float8WeightOnlyConfig(weight_dtype=torch.float8_e4m3fn))
+        return q.Float8WeightOnlyConfig(weight_dtype=torch.float8_e4m3fn)
     if method == "torchao-int4-gemlite":
         from torchao.prototype.quantization.quant_api import UIntxWeightOnlyConfig
 
         from optpipe.runtime import gemlite
 
         gemlite.register()
-        return TorchAoConfig(UIntxWeightOnlyConfig(group_size=params.group_size, bit_width=4))
+        return UIntxWeightOnlyConfig(group_size=params.group_size, bit_width=4)
     raise ValueError(f"no quantization config for {method}")
 
 
