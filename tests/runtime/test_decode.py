@@ -166,6 +166,12 @@ def test_fused_step_runs_torchao_int4_through_tinygemm_on_plain_tensors(tmp_path
     layer0 = fused.core.int4[0]
     assert set(layer0) == {"q", "k", "v", "o", "gate", "up", "down"} and fused.core.head_int4 is not None
     assert layer0["q"][0].data_ptr() == model.model.layers[0].self_attn.q_proj.weight.qdata.data_ptr()  # no copy
+    qkv, gate_up = fused.core.held[0].int4("qkv"), fused.core.held[0].int4("gate_up")
+    assert qkv is not None and gate_up is not None  # one tinygemm call each for q|k|v and gate|up
+    assert layer0["q"][0].data_ptr() == qkv[0].data_ptr()  # the module's 4-bit data is a view of the fused tensor
+    assert layer0["v"][0].data_ptr() + layer0["v"][0].nbytes == qkv[0].data_ptr() + qkv[0].nbytes
+    separate = FusedStepDecoder(model, max_cache_len=48, mode=None, fuse_int4=False)
+    assert torch.equal(greedy(separate, ids, 16), greedy(fused, ids, 16))
     model.save_pretrained(tmp_path / "int4")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "int4", device_map="cuda", dtype=torch.bfloat16).eval()
     reloaded = FusedStepDecoder(again, max_cache_len=48, mode="reduce-overhead")
