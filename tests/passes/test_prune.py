@@ -136,3 +136,23 @@ def test_sparse24_keeps_the_two_largest_of_every_four_and_is_refused_where_it_ca
     (why,) = P.requirements(P.Params(methods=["sparse24"]), load_target("cpu-x86"), cpu_host)
     assert "compute capability >= 8.0" in why and "same size on disk" in why
     assert P.requirements(P.Params(methods=["depth", "width"]), load_target("cpu-x86"), cpu_host) == []
+
+
+@pytest.mark.parametrize("method", ["depth", "width"])
+def test_plan_forecasts_the_pruned_size_not_the_parents(tiny_model_dir, tiny_candidate, tmp_path, method):
+    """How much depth/width remove is known from the config alone: the forecast's weight bytes are the
+    pruned model's, exactly (fp32: 4 bytes a parameter), before any calibration runs."""
+    from optpipe.forecast import CandidateSpec, forecast_chain
+    from optpipe.forecast.shape import read_hf_directory
+
+    P = get_pass("prune")
+    ((_, vparams),) = P.variants(P.Params(methods=[method], depth_blocks=1, width_fraction=0.25, heads_fraction=0.5))
+    parent = CandidateSpec(name="baseline", dtype="fp32")
+    shape = read_hf_directory(tiny_model_dir)
+    base, pruned = forecast_chain(shape, [parent, P.weights_after(vparams, parent)], 16, 8, device="cpu")
+    out = P.apply(tiny_candidate, vparams, pass_context(tmp_path, perplexity_tokens=600))
+    assert pruned.memory.weight_bytes == 4 * out.settings.prune["params_after"] < base.memory.weight_bytes
+    if method == "depth":  # one of two blocks: half the KV cache
+        assert pruned.memory.kv_cache_bytes * 2 == base.memory.kv_cache_bytes
+    sparse = P.variants(P.Params(methods=["sparse24"]))[0][1]
+    assert P.weights_after(sparse, parent) == parent  # zeros stored dense: same size
