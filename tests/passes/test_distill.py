@@ -144,3 +144,12 @@ def test_prune_then_distill_from_the_baseline_in_a_build(tiny_model_dir, tmp_pat
     assert distill["teacher"].startswith("baseline") and distill["steps"] == 3
     assert "prune" in runtime["distill"]  # the student's own pruning is still on record
     assert not (out / "work").exists()
+
+
+def test_a_2to4_sparse_student_is_refused_before_training(tiny_candidate, tmp_path):
+    """Training updates every weight: the 2:4 pattern would be lost, so distill says so instead."""
+    from optpipe.errors import PassFailed
+
+    sparse = tiny_candidate.with_settings(prune={"method": "sparse24", "pattern": "2:4"})
+    with pytest.raises(PassFailed, match="2:4"):
+        D.apply(sparse, D.Params(steps=1), pass_context(tmp_path, perplexity_tokens=600))

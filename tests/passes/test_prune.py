@@ -156,3 +156,23 @@ def test_plan_forecasts_the_pruned_size_not_the_parents(tiny_model_dir, tiny_can
         assert pruned.memory.kv_cache_bytes * 2 == base.memory.kv_cache_bytes
     sparse = P.variants(P.Params(methods=["sparse24"]))[0][1]
     assert P.weights_after(sparse, parent) == parent  # zeros stored dense: same size
+
+
+def test_sparse24_speed_bench_smoke_runs_the_pass_code_path(capsys):
+    """bench/sparse24_speed.py (the lead's GPU run) in its CPU smoke mode: dense and 2:4 measured, the
+    masks from the prune pass's sparse24, and the reason the sparse kernels did not run here."""
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("sparse24_speed", REPO / "bench" / "sparse24_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["mask"]["decoder_linear_sparsity"] == 0.5 and out["sparse_kernels"] is False
+    assert "CUDA" in out["why_not_sparse"]
+    for variant in ("dense", "sparse24"):
+        assert out[variant]["decode"]["tok_s"]["mean"] > 0 and out[variant]["prefill_64"]["tok_s"] > 0
+    assert set(out["speedup"]) == {"decode", "prefill_32", "prefill_64"}
