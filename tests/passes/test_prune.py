@@ -142,11 +142,15 @@ def test_sparse24_keeps_the_two_largest_of_every_four_and_is_refused_where_it_ca
 def test_plan_forecasts_the_pruned_size_not_the_parents(tiny_model_dir, tiny_candidate, tmp_path, method):
     """How much depth/width remove is known from the config alone: the forecast's weight bytes are the
     pruned model's, exactly (fp32: 4 bytes a parameter), before any calibration runs."""
+    from optpipe.evaluate.data import wikitext_test
     from optpipe.forecast import CandidateSpec, forecast_chain
     from optpipe.forecast.shape import read_hf_directory
 
+    text = tmp_path / "calibration.txt"  # a short file: the importance scores are not what is tested here
+    text.write_text(wikitext_test()[-20_000:])
     P = get_pass("prune")
-    ((_, vparams),) = P.variants(P.Params(methods=[method], depth_blocks=1, width_fraction=0.25, heads_fraction=0.5))
+    kw = dict(depth_blocks=1, width_fraction=0.25, heads_fraction=0.5, calibration="file", calibration_file=str(text))
+    ((_, vparams),) = P.variants(P.Params(methods=[method], **kw))
     parent = CandidateSpec(name="baseline", dtype="fp32")
     shape = read_hf_directory(tiny_model_dir)
     base, pruned = forecast_chain(shape, [parent, P.weights_after(vparams, parent)], 16, 8, device="cpu")
