@@ -5,12 +5,14 @@ disk; decode speed does not depend on the values), measures it dense, then appli
 optpipe's own code path, the prune pass's `sparse24` method: Wanda masks from a calibration forward
 (`optpipe.passes.prune.sparse24.sparsify_24`), then the swap to torch's semi-structured sparse tensors
 that `optpipe.load` does on CUDA cc >= 8.0 (`optpipe.runtime.sparsity.to_semi_structured`), and
-measures again. Printed: one JSON line with decode tok/s (batch 1, optpipe's eager decode loop, the
+measures again, on torch's default backend (cuSPARSELt) and then on CUTLASS, with a one-Linear probe
+(microseconds a call at 1 / 32 / 512 rows: a fixed per-call cost shows as the same time at every size).
+Printed: one JSON line with decode tok/s (batch 1, optpipe's eager decode loop, the
 measurement worker's benchmark) and prefill tok/s (one forward of 512 and 2048 tokens, last logits only),
 dense vs 2:4, plus the card and versions.
 
-    python bench/sparse24_speed.py                          # the 8B shape on the first CUDA device
-    python bench/sparse24_speed.py --backend cutlass        # force CUTLASS instead of cuSPARSELt
+    python bench/sparse24_speed.py                          # the 8B shape: dense, then 2:4 on both backends
+    python bench/sparse24_speed.py --backend cutlass        # only CUTLASS (or: default = cuSPARSELt when built)
     python bench/sparse24_speed.py --smoke                  # tiny shape on the CPU: checks the script only
 
 On a CPU (or a GPU below compute capability 8.0) the swap does not happen (`sparse_kernels` false, with
@@ -125,6 +127,63 @@ def measure(model, args, device: str) -> dict:
     return out
 
 
+def speedups(dense: dict, sparse: dict, prefill: list[int]) -> dict:
+    """2:4 over dense (> 1 is faster), for every figure both runs have."""
+    out = {}
+    if "error" not in sparse["decode"] and "error" not in dense["decode"]:
+        out["decode"] = round(sparse["decode"]["tok_s"]["mean"] / dense["decode"]["tok_s"]["mean"], 3)
+    for n in prefill:
+        k = f"prefill_{n}"
+        if "error" not in sparse[k] and "error" not in dense[k]:
+            out[k] = round(sparse[k]["tok_s"] / dense[k]["tok_s"], 3)
+    return out
+
+
+def linear_probe(model, device: str, rows=(1, 32, 512), trials: int = 20) -> dict:
+    """One decoder Linear (layer 0's up_proj) alone, dense vs its current weight, microseconds a call: a
+    fixed per-call cost (descriptor setup) shows as the same time at every row count."""
+    import torch
+    from torch.sparse import SparseSemiStructuredTensor
+
+    w = model.model.layers[0].mlp.up_proj.weight
+    dense_w = w.to_dense() if isinstance(w, SparseSemiStructuredTensor) else w
+    out = {"weight_type": type(w).__name__}
+    with torch.inference_mode():
+        for r in rows:
+            x = torch.randn(r, w.shape[1], device=device, dtype=dense_w.dtype)
+            for name, weight in (("dense", dense_w), ("current", w)):
+                torch.nn.functional.linear(x, weight)  # warm-up
+                sync(device)
+                t = time.perf_counter()
+                for _ in range(trials):
+                    torch.nn.functional.linear(x, weight)
+                sync(device)
+                out[f"{name}_{r}_rows_us"] = round((time.perf_counter() - t) / trials * 1e6, 1)
+    return out
+
+
+def sparse_run(model, args, device: str, result: dict, key: str) -> None:
+    """Measure the model as it is now (semi-structured weights, or masked dense where none) under `key`."""
+    import torch
+
+    result[key] = measure(model, args, device)
+    result[key]["backend"] = (
+        "cutlass" if torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS else "default (cuSPARSELt when available)"
+    )
+    result[key]["linear_probe"] = linear_probe(model, device)
+    result["speedup" + key.removeprefix("sparse24")] = speedups(result["dense"], result[key], args.prefill)
+
+
+def back_to_dense(model) -> None:
+    """Undo the semi-structured swap (same masked values), so another backend can be swapped in."""
+    import torch
+    from torch.sparse import SparseSemiStructuredTensor
+
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and isinstance(module.weight, SparseSemiStructuredTensor):
+            module.weight = torch.nn.Parameter(module.weight.to_dense(), requires_grad=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny shape on the CPU (fp32): checks the script, measures nothing")
@@ -133,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-prompt", type=int, default=512, help="prompt tokens before decoding")
     ap.add_argument("--new", type=int, default=128, help="decoded tokens per trial")
     ap.add_argument("--trials", type=int, default=5)
-    ap.add_argument("--backend", choices=["default", "cutlass"], default="default", help="semi-structured kernels")
+    ap.add_argument(
+        "--backend",
+        choices=["both", "default", "cutlass"],
+        default="both",
+        help="semi-structured kernels: torch's default (cuSPARSELt when built with it), CUTLASS, or both in turn",
+    )
     ap.add_argument("--calibration-tokens", type=int, default=512, help="random tokens for the Wanda masks")
     args = ap.parse_args(argv)
     args.prefill = [int(x) for x in args.prefill.split(",") if x]
@@ -150,9 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             ap.error("no CUDA device: run with --smoke on a CPU")
         device, dtype, shape = "cuda", torch.bfloat16, LLAMA_8B
-    if args.backend == "cutlass":
-        torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS = True
-
     t0 = time.perf_counter()
     model = build_model(shape, args.layers, device, dtype)
     result: dict = {
@@ -169,25 +230,23 @@ def main(argv: list[str] | None = None) -> int:
     calib = torch.randint(0, model.config.vocab_size, (max(1, args.calibration_tokens // 128), 128), device=device)
     result["mask"] = sparsify_24(model, calib)  # the prune pass's sparse24: Wanda 2:4 masks, in place
     why = semi_structured_possible(model)
-    swapped = to_semi_structured(model)  # what optpipe.load does for a sparse24 candidate
-    if device == "cuda":
-        torch.cuda.empty_cache()
-    result["sparse_kernels"] = swapped > 0
-    result["sparse_linears"] = swapped
+    result["sparse_kernels"] = why is None
     result["why_not_sparse"] = why
-    result["semi_structured_backend"] = (
-        "cutlass" if torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS else "default (cuSPARSELt when available)"
-    )
-    result["sparse24"] = measure(model, args, device)
-    d, s = result["dense"], result["sparse24"]
-    speedup = {}
-    if "error" not in s["decode"] and "error" not in d["decode"]:
-        speedup["decode"] = round(s["decode"]["tok_s"]["mean"] / d["decode"]["tok_s"]["mean"], 3)
-    for n in args.prefill:
-        k = f"prefill_{n}"
-        if "error" not in s[k] and "error" not in d[k]:
-            speedup[k] = round(s[k]["tok_s"] / d[k]["tok_s"], 3)
-    result["speedup"] = speedup  # 2:4 over dense; > 1 is faster
+    backends = ["default", "cutlass"] if args.backend == "both" else [args.backend]
+    if why is not None:
+        backends = backends[:1]  # nothing is swapped: one run of the masked dense model
+    for i, backend in enumerate(backends):
+        key = "sparse24" if i == 0 else f"sparse24_{backend}"
+        try:  # a backend that cannot convert on this card is a finding; the figures so far still print
+            torch.sparse.SparseSemiStructuredTensor._FORCE_CUTLASS = backend == "cutlass"
+            if i:
+                back_to_dense(model)
+            result["sparse_linears"] = to_semi_structured(model)  # what optpipe.load does for a sparse24 candidate
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            sparse_run(model, args, device, result, key)
+        except Exception as exc:
+            result[key] = {"backend": backend, "error": f"{type(exc).__name__}: {exc}"[:500]}
     result["wall_s"] = round(time.perf_counter() - t0, 1)
     print(json.dumps(result))
     return 0
