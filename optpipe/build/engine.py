@@ -37,7 +37,7 @@ from optpipe.files import free_bytes, is_disk_full, normalize_modes, tree_size, 
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
 from optpipe.measure.bench import peak_rss_bytes
-from optpipe.measure.job import KLReferenceJob, ParentJob, measure_job
+from optpipe.measure.job import EarlyStopJob, KLReferenceJob, ParentJob, measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
 from optpipe.output.artifact import remove_artifact, remove_leftovers, write_artifact
@@ -515,6 +515,8 @@ class Build:
             self.p.conditions.projection,
             parent_job,
         )
+        if rec.index > 0:
+            job = job.model_copy(update={"early_stop": self._early_stop_job()})
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         return run_isolated(
@@ -522,6 +524,27 @@ class Build:
             cand_dir.parent / f"{cand_dir.name}.job",
             logs / f"{cand_dir.name}.log",
             on_progress=lambda msg: self.progress("measure", (rec, msg)),
+        )
+
+    def _early_stop_job(self) -> EarlyStopJob | None:
+        """What the worker needs to stop a candidate's evaluation early: the budget and the baseline's
+        per-item and per-window results it pairs with (docs/search.md). None when the recipe has it off."""
+        r = self.p.recipe
+        base = self.records[0].measurements if self.records else None
+        if not r.search.early_stop or base is None:
+            return None
+        s, hs, ppl = r.search, base.hellaswag, base.perplexity
+        return EarlyStopJob(
+            confidence=r.budget.confidence,
+            hellaswag_max_drop_points=r.budget.hellaswag_max_drop_points,
+            perplexity_max_rise_pct=r.budget.perplexity_max_rise_pct,
+            min_items=s.min_items,
+            chunk_items=s.chunk_items,
+            min_windows=s.min_windows,
+            chunk_windows=s.chunk_windows,
+            base_items=dict(zip(hs.item_indices, hs.item_acc_norm)) if hs is not None else {},
+            base_window_nll=ppl.window_nll if ppl is not None else [],
+            base_window_tokens=ppl.window_tokens if ppl is not None else [],
         )
 
     def _judge(self, rec: CandidateRecord) -> None:
@@ -566,6 +589,9 @@ class Build:
     def _key(self, chain: list[dict[str, Any]]) -> str:
         p, r = self.p, self.p.recipe
         bos = {"perplexity_bos": True} if self.perplexity_bos else {}  # without BOS: as measured before it existed
+        if r.search.early_stop and chain:  # an early-stopped measurement depends on the budget it stopped for
+            search = r.search.model_dump(include={"min_items", "chunk_items", "min_windows", "chunk_windows"})
+            bos |= {"early_stop": search | r.budget.model_dump()}
         return cache_key(
             bos
             | {

@@ -40,6 +40,7 @@ class SequentialStop(BaseModel):
     decision: Decision | None = None  # None: stopped for another reason (see `reason`), or never decided
     reason: str = ""
     alpha: float  # error rate of the confidence sequence the looks used
+    n_opt: int  # where the sequence was tuned to be tightest (the judge rebuilds the same interval)
 
     @property
     def stopped_early(self) -> bool:
