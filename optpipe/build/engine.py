@@ -31,6 +31,7 @@ from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
 from optpipe.build.noise import third_party_logs_to
 from optpipe.build.plan import Plan, PlannedPass, plan, source_bytes
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
+from optpipe.build.search import budget_spent, smallest_first
 from optpipe.errors import BuildInterrupted, CandidateFailed, InvalidInputError, OutputWriteError, PassFailed
 from optpipe.evaluate.data import WIKITEXT_MD5
 from optpipe.files import free_bytes, is_disk_full, normalize_modes, tree_size, write_json_atomic, write_text_atomic
@@ -274,6 +275,8 @@ class Build:
                         reason="stopped at the first candidate that met the budget",
                     )
                 )
+            elif why := self._search_spent():
+                self._record(CandidateRecord(index=step.index, name=step.name, chain=[], status="not run", reason=why))
             elif step.skip_reason:
                 self._record(
                     CandidateRecord(index=step.index, name=step.name, chain=[], status="skipped", reason=step.skip_reason)
@@ -350,8 +353,13 @@ class Build:
 
         pass_cls = get_pass(step.name)
         variants = pass_cls.variants(step.params)
+        if step.params.grid:  # a parameter search: smallest predicted size first (build/search.py)
+            variants = smallest_first(variants, {f.name: f for f in self.forecast})
         tried: list[Kept] = []
         for label, params in variants:
+            if why := self._search_spent():
+                self._record(CandidateRecord(index=step.index, name=label, chain=[], status="not run", reason=why))
+                continue
             if label in step.variant_skips:
                 self._record(
                     CandidateRecord(index=step.index, name=label, chain=[], status="skipped", reason=step.variant_skips[label])
@@ -558,6 +566,11 @@ class Build:
         rec.verdict = overall(checks).value
 
     # ------------------------------------------------------------------ bookkeeping
+    def _search_spent(self) -> str:
+        built = sum(1 for r in self.records if r.index > 0 and r.status in ("measured", "cached", "failed"))
+        minutes = (datetime.now(timezone.utc) - self.started).total_seconds() / 60
+        return budget_spent(self.p.recipe.search, built, minutes)
+
     def _stops(self, rec: CandidateRecord) -> bool:
         return rec.verdict == Verdict.MET.value and self.p.recipe.stop == "first"
 

@@ -80,6 +80,12 @@ class SearchSettings(Strict):
     chunk_items: int = Field(50, ge=10, description="HellaSwag items between looks.")
     min_windows: int = Field(8, ge=4, description="Perplexity windows before the first look.")
     chunk_windows: int = Field(4, ge=1, description="Perplexity windows between looks.")
+    max_candidates: int | None = Field(
+        None, ge=1, description="Stop building after this many candidates (the baseline not counted); the rest are 'not run'."
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="Start no new candidate after this many minutes of the build (a resumed build counts anew)."
+    )
 
 
 class BenchmarkSettings(Strict):
