@@ -39,7 +39,6 @@ from pydantic import Field, model_validator
 
 from optpipe.passes.base import Pass, PassParams
 from optpipe.passes.quantize.calibrated import apply_calibrated
-from optpipe.passes.quantize.mixed import MixedPrecisionSettings
 from optpipe.passes.quantize.methods import (
     CALIBRATED,
     MIXED,
@@ -49,6 +48,7 @@ from optpipe.passes.quantize.methods import (
     method_requirements,
     quantization_config,
 )
+from optpipe.passes.quantize.mixed import MixedPrecisionSettings
 
 
 class QuantizeParams(PassParams):
