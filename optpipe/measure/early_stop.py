@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from optpipe.evaluate.hellaswag import HellaSwagResult, evaluate_hellaswag, merge_hellaswag
+from optpipe.evaluate.hellaswag import HellaSwagResult, merge_hellaswag
 from optpipe.evaluate.sequential import Decision, SequentialRule, SequentialStop
 from optpipe.measure.job import EarlyStopJob
+from optpipe.measure.results import Measurements
 
 OTHER_LINE = "another budget line is already NOT MET"
 
@@ -55,16 +56,19 @@ def perplexity_rule(es: EarlyStopJob) -> SequentialRule | None:
     )
 
 
-def hellaswag_early(lm, items: list, es: EarlyStopJob, other_outside: bool, progress: Callable[[str], None]) -> HellaSwagResult:
-    """Score `items` chunk by chunk; stop once the drop's sequence decides (or another line already failed)."""
+def hellaswag_early(
+    score: Callable[[list], HellaSwagResult], items: list, es: EarlyStopJob, other_outside: bool, progress: Callable[[str], None]
+) -> HellaSwagResult:
+    """Score `items` chunk by chunk with `score(chunk)`; stop once the drop's sequence decides (or
+    another line already failed)."""
     rule = hellaswag_rule(es, len(items))
     if rule is None:
-        return evaluate_hellaswag(lm, items)
+        return score(items)
     parts: list[HellaSwagResult] = []
     n, looks, decision, reason = 0, 0, None, ""
     while n < len(items):
         end = min(rule.min_n if n == 0 else n + rule.chunk, len(items))
-        parts.append(evaluate_hellaswag(lm, items[n:end]))
+        parts.append(score(items[n:end]))
         n = end
         if not rule.looks_at(n):
             continue
@@ -116,3 +120,48 @@ class PerplexityStopper:
         if self.rule is None:
             return None
         return _stop_record(self.rule, self.used, self.looks, self.decision, self.reason)
+
+
+def replay(cand: Measurements, es: EarlyStopJob) -> Measurements:
+    """What early stopping would have measured, from a full evaluation's per-item and per-window
+    results (scored in the same order the worker scores them): for checking its verdicts against the
+    full evaluation's and counting what it saves (bench/early_stop_replay.py)."""
+    out = cand.model_copy(deep=True)
+    outside = False
+    if cand.perplexity is not None:
+        p = cand.perplexity
+        stopper = PerplexityStopper(es, None, lambda m: None)
+        nlls: list[float] = []
+        counts: list[int] = []
+        for nll, t in zip(p.window_nll, p.window_tokens):
+            nlls.append(nll)
+            counts.append(t)
+            if stopper(nlls, counts, len(p.window_tokens)):
+                break
+        rec = stopper.record()
+        total = sum(nlls)
+        ppl = math.exp(total / sum(counts)) if counts else math.nan
+        out.perplexity = p.model_copy(
+            update={"window_nll": nlls, "window_tokens": counts, "sequential": rec, "ppl": ppl, "tokens_scored": sum(counts)}
+        )
+        outside = rec is not None and rec.decision == "outside"
+    if cand.hellaswag is not None:
+        h = cand.hellaswag
+        by_index = {i: k for k, i in enumerate(h.item_indices)}
+
+        def score(chunk: list) -> HellaSwagResult:
+            ks = [by_index[i] for i in chunk]
+            return merge_hellaswag(
+                [
+                    HellaSwagResult(
+                        n=len(ks), acc=0, acc_se=0, acc_norm=0, acc_norm_se=0,
+                        item_indices=[h.item_indices[k] for k in ks],
+                        item_acc=[h.item_acc[k] for k in ks] if h.item_acc else [],
+                        item_acc_norm=[h.item_acc_norm[k] for k in ks],
+                        item_loglikelihoods=[h.item_loglikelihoods[k] for k in ks] if h.item_loglikelihoods else [],
+                    )
+                ]
+            )  # fmt: skip
+
+        out.hellaswag = hellaswag_early(score, list(h.item_indices), es, outside, lambda m: None)
+    return out

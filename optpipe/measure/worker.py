@@ -136,7 +136,9 @@ def _hellaswag(result: Measurements, job: MeasureJob, cand, other_outside: bool 
             from optpipe.measure.early_stop import hellaswag_early
 
             lm = scoring_lm(cand, ev.batch_size)
-            result.hellaswag = hellaswag_early(lm, items, job.early_stop, other_outside, _progress)
+            result.hellaswag = hellaswag_early(
+                lambda chunk: evaluate_hellaswag(lm, chunk), items, job.early_stop, other_outside, _progress
+            )
         else:
             result.hellaswag = evaluate_hellaswag(scoring_lm(cand, ev.batch_size), items)
         result.hellaswag.seconds = time.perf_counter() - t

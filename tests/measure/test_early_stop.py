@@ -7,7 +7,8 @@ from optpipe.build.engine import build
 from optpipe.build.recipe import parse_recipe
 from optpipe.evaluate.sequential import SequentialStop
 from optpipe.judge.budget import Verdict, judge
-from optpipe.measure.early_stop import PerplexityStopper
+from optpipe.evaluate.hellaswag import HellaSwagResult
+from optpipe.measure.early_stop import OTHER_LINE, PerplexityStopper, hellaswag_early, replay
 from optpipe.measure.job import EarlyStopJob
 from optpipe.spec.settings import AccuracyBudget, Goals
 from tests.conftest import read_manifest, tiny_recipe_text
@@ -64,6 +65,63 @@ def test_stopper_waits_for_the_kl_positions():
     es = _job()
     cand = [b + 30 for b in es.base_window_nll]
     assert _run(PerplexityStopper(es, Recorder(), lambda m: None), cand) == 32  # KL never got its positions
+
+
+def _scorer(acc_norm: dict[int, float], calls: list):
+    def score(chunk):
+        calls.append(len(chunk))
+        vals = [acc_norm[i] for i in chunk]
+        return HellaSwagResult(
+            n=len(chunk), acc=0, acc_se=0, acc_norm=0, acc_norm_se=0, item_indices=list(chunk), item_acc=vals, item_acc_norm=vals
+        )
+
+    return score
+
+
+def test_hellaswag_scores_chunks_and_stops_a_hopeless_candidate_at_the_first_look():
+    items = list(range(300))
+    es = _job(hellaswag_max_drop_points=1.0, base_items={i: float(i % 2) for i in items})
+    calls: list = []
+    res = hellaswag_early(_scorer({i: 0.0 for i in items}, calls), items, es, False, lambda m: None)  # 50-point drop
+    assert calls == [100] and res.n == 100 and res.item_indices == items[:100]
+    assert res.sequential.decision == "outside" and res.sequential.used == 100 and res.sequential.planned == 300
+
+
+def test_hellaswag_stops_when_another_line_already_failed():
+    items = list(range(300))
+    es = _job(hellaswag_max_drop_points=1.0, base_items={i: float(i % 2) for i in items})
+    calls: list = []
+    res = hellaswag_early(_scorer({i: float(i % 2) for i in items}, calls), items, es, True, lambda m: None)
+    assert calls == [100] and res.sequential.decision is None and res.sequential.reason == OTHER_LINE
+
+
+def test_hellaswag_borderline_scores_every_chunk():
+    items = list(range(300))
+    es = _job(hellaswag_max_drop_points=1.0, base_items={i: float(i % 2) for i in items})
+    cand = {i: 1.0 - (i % 2) if i % 5 == 0 else float(i % 2) for i in items}  # 20 % flip, as many each way: drop 0
+    calls: list = []
+    res = hellaswag_early(_scorer(cand, calls), items, es, False, lambda m: None)
+    assert calls == [100, 50, 50, 50, 50] and res.n == 300 and not res.sequential.stopped_early
+
+
+def test_replay_agrees_with_the_full_verdict_on_clear_cases():
+    budget = AccuracyBudget(hellaswag_max_drop_points=5.0, perplexity_max_rise_pct=3.0)
+    base = result([float(i % 2) for i in range(300)], nll=[2.0, 2.1, 1.9, 2.05] * 8)
+    bad = result([0.0] * 300, nll=[x + 0.3 for x in [2.0, 2.1, 1.9, 2.05] * 8])
+    es = _job(
+        hellaswag_max_drop_points=5.0,
+        base_items=dict(zip(base.hellaswag.item_indices, base.hellaswag.item_acc_norm)),
+        base_window_nll=base.perplexity.window_nll,
+        base_window_tokens=base.perplexity.window_tokens,
+    )
+    early = replay(bad, es)
+    assert early.perplexity.sequential.used == 8 and early.hellaswag.sequential.used == 100
+    assert early.hellaswag.sequential.reason == OTHER_LINE  # perplexity already failed
+    full_checks = judge(base, bad, budget, Goals())
+    early_checks = judge(base, early, budget, Goals())
+    assert [c.verdict for c in full_checks] == [Verdict.NOT_MET, Verdict.NOT_MET]
+    assert early_checks[1].verdict == Verdict.NOT_MET  # the stopped line says NOT MET; the other is cut short
+    assert early_checks[0].verdict in (Verdict.NOT_MET, Verdict.INCONCLUSIVE)
 
 
 def test_judge_uses_the_sequence_interval_for_a_stopped_candidate():
