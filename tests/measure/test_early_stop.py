@@ -5,9 +5,9 @@ import math
 
 from optpipe.build.engine import build
 from optpipe.build.recipe import parse_recipe
+from optpipe.evaluate.hellaswag import HellaSwagResult
 from optpipe.evaluate.sequential import SequentialStop
 from optpipe.judge.budget import Verdict, judge
-from optpipe.evaluate.hellaswag import HellaSwagResult
 from optpipe.measure.early_stop import OTHER_LINE, PerplexityStopper, hellaswag_early, replay
 from optpipe.measure.job import EarlyStopJob
 from optpipe.spec.settings import AccuracyBudget, Goals
