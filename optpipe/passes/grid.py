@@ -90,7 +90,8 @@ def at(params: BaseModel, point: dict[str, Any]) -> BaseModel:
 
 
 def label_suffix(point: dict[str, Any]) -> str:
-    return "[" + ",".join(f"{k}={v}" for k, v in point.items()) + "]" if point else ""
+    """The label suffix of a grid point: parentheses, since rich (the CLI tables) reads [..] as markup."""
+    return "(" + ",".join(f"{k}={v}" for k, v in point.items()) + ")" if point else ""
 
 
 def expand(params: BaseModel) -> list[tuple[dict[str, Any], BaseModel]]:

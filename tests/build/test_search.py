@@ -46,10 +46,10 @@ def test_grid_build_tries_the_smallest_first_and_stops_at_the_search_budget(tiny
     res = build(parse_recipe(text))
     assert [(c.name, c.status) for c in res.candidates] == [
         ("baseline", "measured"),
-        ("precision_cast[dtype=bf16]", "measured"),  # half the bytes of fp32: tried first
-        ("precision_cast[dtype=fp32]", "not run"),
+        ("precision_cast(dtype=bf16)", "measured"),  # half the bytes of fp32: tried first
+        ("precision_cast(dtype=fp32)", "not run"),
         ("attention", "not run"),
     ]
     assert res.candidates[2].reason == "search budget spent: max_candidates 1 built"
-    assert res.status == Verdict.MET and res.selected.name == "precision_cast[dtype=bf16]"
+    assert res.status == Verdict.MET and res.selected.name == "precision_cast(dtype=bf16)"
     assert res.candidates[1].chain[0]["dtype"] == "bf16" and "grid" not in res.candidates[1].chain[0]

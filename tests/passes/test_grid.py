@@ -17,10 +17,10 @@ def _variants(body: str):
 def test_a_list_for_a_single_valued_field_is_a_grid():
     labels = [label for label, _ in _variants("    methods: [gptq-4bit, awq-4bit]\n    group_size: [32, 128]\n")]
     assert labels == [
-        "quantize:gptq-4bit[group_size=32]",
-        "quantize:awq-4bit[group_size=32]",
-        "quantize:gptq-4bit[group_size=128]",
-        "quantize:awq-4bit[group_size=128]",
+        "quantize:gptq-4bit(group_size=32)",
+        "quantize:awq-4bit(group_size=32)",
+        "quantize:gptq-4bit(group_size=128)",
+        "quantize:awq-4bit(group_size=128)",
     ]
 
 
@@ -61,3 +61,12 @@ def test_bad_grids_are_pointed_errors(body, message):
         parse_recipe(HEAD + "    methods: [gptq-4bit]\n" + body)
     text = str(err.value)
     assert message in text and "passes[0]" in text
+
+
+def test_quantize_drops_grid_points_a_method_ignores():
+    labels = [label for label, _ in _variants("    methods: [torchao-int8wo, gptq-4bit]\n    group_size: [32, 64]\n")]
+    assert labels == [
+        "quantize:torchao-int8wo(group_size=32)",
+        "quantize:gptq-4bit(group_size=32)",
+        "quantize:gptq-4bit(group_size=64)",
+    ]

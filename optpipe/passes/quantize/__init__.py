@@ -30,6 +30,7 @@ hard-coded device list.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -49,6 +50,9 @@ from optpipe.passes.quantize.methods import (
     quantization_config,
 )
 from optpipe.passes.quantize.mixed import MixedPrecisionSettings
+
+
+GROUPED = ("torchao-int4wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit", MIXED)  # methods group_size applies to
 
 
 class QuantizeParams(PassParams):
@@ -106,6 +110,26 @@ class Quantize(Pass):
         "bitsandbytes or torchao (extra 'quant'); int4/float8 need CUDA (float8: cc >= 8.9); "
         "GPTQ: compressed-tensors; AWQ: auto-round + compressed-tensors"
     )
+
+    @classmethod
+    def variants(cls, params):
+        """Each method at each grid point, less the points a method ignores: group_size matters to int4
+        methods only, compute_dtype / double_quant to bitsandbytes 4-bit only (one int8 candidate, not one
+        per group size)."""
+        seen, out = set(), []
+        for label, v in super().variants(params):
+            (method,) = v.methods
+            chain = v.chain_params()
+            if method not in GROUPED:
+                chain.pop("group_size", None)
+            if method not in ("bnb-nf4", "bnb-fp4"):
+                chain.pop("compute_dtype", None)
+                chain.pop("double_quant", None)
+            key = json.dumps(chain, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append((label, v))
+        return out
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:
