@@ -51,7 +51,6 @@ from optpipe.passes.quantize.methods import (
 )
 from optpipe.passes.quantize.mixed import MixedPrecisionSettings
 
-
 GROUPED = ("torchao-int4wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit", MIXED)  # methods group_size applies to
 
 
