@@ -77,7 +77,7 @@ def hellaswag_early(
             reason = OTHER_LINE
             break
         merged = merge_hellaswag(parts)
-        diffs = [100.0 * (es.base_items[i] - c) for i, c in zip(merged.item_indices, merged.item_acc_norm)]
+        diffs = [100.0 * (es.base_items[i] - c) for i, c in zip(merged.item_indices, merged.item_acc_norm) if i in es.base_items]
         _, low, high, decision = rule.check(diffs)
         progress(f"hellaswag look {looks}: {n}/{len(items)} items, drop interval [{low:.2f}, {high:.2f}] points")
         if decision is not None:
