@@ -91,7 +91,10 @@ def at(params: BaseModel, point: dict[str, Any]) -> BaseModel:
 
 def label_suffix(point: dict[str, Any]) -> str:
     """The label suffix of a grid point: parentheses, since rich (the CLI tables) reads [..] as markup."""
-    return "(" + ",".join(f"{k}={v}" for k, v in point.items()) + ")" if point else ""
+    parts = []
+    for k, v in point.items():  # a sub-model's values by their own names: mixed_precision.max_kl=0.01
+        parts += [f"{k}.{kk}={vv}" for kk, vv in v.items()] if isinstance(v, dict) else [f"{k}={v}"]
+    return "(" + ",".join(parts) + ")" if point else ""
 
 
 def expand(params: BaseModel) -> list[tuple[dict[str, Any], BaseModel]]:

@@ -70,3 +70,14 @@ def test_quantize_drops_grid_points_a_method_ignores():
         "quantize:gptq-4bit(group_size=32)",
         "quantize:gptq-4bit(group_size=64)",
     ]
+
+
+def test_a_sub_model_can_be_searched_and_labels_name_its_fields():
+    labels = [
+        label
+        for label, _ in _variants("    methods: [mixed-precision]\n    mixed_precision: [{max_kl: 0.02}, {max_kl: 0.005}]\n")
+    ]
+    assert labels == [
+        "quantize:mixed-precision(mixed_precision.max_kl=0.02)",
+        "quantize:mixed-precision(mixed_precision.max_kl=0.005)",
+    ]
