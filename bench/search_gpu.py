@@ -67,11 +67,45 @@ def recipe(out: Path, smoke: bool) -> Path:
     return path
 
 
+def summary_rows(manifests: list[Path]) -> list[str]:
+    """One markdown row per measured candidate of the given builds: size, memory, speed, both accuracy
+    lines with their intervals, and the per-format layer counts of mixed-precision candidates."""
+    rows = [
+        "| build | candidate | verdict | size GB | memory GB | decode tok/s | HellaSwag drop pts [CI] | ppl rise % [CI] | layers |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for manifest in manifests:
+        m = json.loads(manifest.read_text())
+        for c in m["candidates"]:
+            meas = c.get("measurements") or {}
+            if not meas:
+                continue
+            checks = {k["name"]: k for k in c.get("checks", [])}
+
+            def ci(name: str, checks=checks) -> str:
+                k = checks.get(name)
+                return f"{k['value']:.2f} [{k['low']:.2f}, {k['high']:.2f}]" if k else "-"
+
+            bench = meas.get("benchmark") or {}
+            tok_s = (bench.get("decode_tok_s") or {}).get("mean") or 0.0
+            mem = checks.get("memory_gb", {}).get("value") or (bench.get("peak_rss_bytes") or 0) / 1e9
+            layers = ((meas.get("runtime") or {}).get("calibration") or {}).get("layers", "")
+            rows.append(
+                f"| {manifest.parent.name} | {c['name']} | {c.get('verdict') or c['status']} | {meas.get('size_bytes', 0) / 1e9:.3f} | "
+                f"{mem:.2f} | {tok_s:.1f} | {ci('hellaswag_drop_points')} | {ci('perplexity_rise_pct')} | {layers} |"
+            )
+    return rows
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
+    ap.add_argument("--table", nargs="+", type=Path, metavar="MANIFEST", help="only print the summary table of these builds")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny evaluation: checks the script, gives no figure")
     a = ap.parse_args(argv)
+    if a.table:
+        print("\n".join(summary_rows(a.table)))
+        return 0
     a.out.mkdir(parents=True, exist_ok=True)
     path = recipe(a.out.resolve(), a.smoke)
     cli = [sys.executable, "-c", "from optpipe.cli import app; app()"]
@@ -89,26 +123,7 @@ def main(argv: list[str]) -> int:
     )
     (a.out / "replay.md").write_text(replay.stdout)
     print(replay.stdout)
-    m = json.loads(manifest.read_text())
-    rows = [
-        "| candidate | verdict | size GB | decode tok/s | HellaSwag drop [CI] | ppl rise % [CI] | layers |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for c in m["candidates"]:
-        meas = c.get("measurements") or {}
-        checks = {k["name"]: k for k in c.get("checks", [])}
-
-        def ci(name: str, checks=checks) -> str:
-            k = checks.get(name)
-            return f"{k['value']:.2f} [{k['low']:.2f}, {k['high']:.2f}]" if k else "-"
-
-        bench = meas.get("benchmark") or {}
-        tok_s = bench.get("decode_tok_s", {}).get("mean")
-        layers = (meas.get("runtime") or {}).get("calibration", {}).get("layers", "")
-        rows.append(
-            f"| {c['name']} | {c.get('verdict') or c['status']} | {meas.get('size_bytes', 0) / 1e9:.3f} | "
-            f"{tok_s or 0:.1f} | {ci('hellaswag_drop_points')} | {ci('perplexity_rise_pct')} | {layers} |"
-        )
+    rows = summary_rows([manifest])
     (a.out / "summary.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return 0
