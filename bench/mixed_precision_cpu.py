@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
         n: {f: linear_bytes(m.out_features, m.in_features, f, a.group_size, dense_b) for f in formats} for n, m in linears.items()
     }
     top = sorted(sens, key=lambda n: -sens[n]["int4"])[:5]
-    print("most sensitive to int4: " + ", ".join(f"{n.removeprefix('model.layers.')} {sens[n]["int4"]:.4g}" for n in top))
+    print("most sensitive to int4: " + ", ".join(f"{n.removeprefix('model.layers.')} {sens[n]['int4']:.4g}" for n in top))
 
     ref = _logprobs(model, evaluation)
     targets = evaluation[:, 1:]
