@@ -38,7 +38,9 @@ def test_unreachable_hub_falls_back_to_the_local_hub_caches_revision(hub_cache):
     refs.mkdir(parents=True)
     (refs / "main").write_text(SHA1)
     rel = release_of(HUB)
-    assert rel.model.revision == SHA1 and rel.fingerprint == ResolvedModel("hub", "someorg/some-model", revision=SHA1).fingerprint()
+    assert (
+        rel.model.revision == SHA1 and rel.fingerprint == ResolvedModel("hub", "someorg/some-model", revision=SHA1).fingerprint()
+    )
     assert "using the revision in the local hub cache instead (111111111111)" in rel.note
 
 
@@ -73,7 +75,9 @@ def test_nightly_on_an_unreachable_hub_says_so_plainly(hub_cache, tmp_path, monk
     from tests.conftest import tiny_recipe_text, write
 
     write(tmp_path / "recipe.yaml", tiny_recipe_text(tmp_path / "unused", tmp_path / "unused-out"))
-    cfg = write(tmp_path / "n.yaml", "sources:\n  - name: h\n    model: {source: someorg/some-model}\n    recipes: [recipe.yaml]\n")
+    cfg = write(
+        tmp_path / "n.yaml", "sources:\n  - name: h\n    model: {source: someorg/some-model}\n    recipes: [recipe.yaml]\n"
+    )
     r = CliRunner().invoke(app, ["nightly", str(cfg), "--history-url", f"sqlite:///{tmp_path / 'h.db'}"])
     assert r.exit_code == 6, r.output  # the build could not run; no regression
     out = " ".join(r.output.split())
