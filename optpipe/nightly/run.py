@@ -4,6 +4,7 @@ write a markdown report. A killed night resumes: an unfinished build is rebuilt 
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -180,7 +181,9 @@ def _decide(entry: Entry, fp: str, store: HistoryStore, rebuild_all: bool, say: 
     return Pending(entry, fp, why, p)
 
 
+@functools.cache
 def _driver_packages() -> dict[str, Any]:
+    """This host's package versions (probed once a night): the Ray nodes are expected to match them."""
     from optpipe.runtime.host_probe import detect_host
 
     return detect_host().packages
