@@ -398,7 +398,7 @@ def nightly(
     ),
     history_url: str | None = HISTORY_URL,
     executor: str | None = typer.Option(
-        None, help="local (default: one build after another here) or ray (one Ray task per build; pip install 'optpipe[ray]')."
+        None, help="local (default: one build after another here) or ray (one Ray task per build; needs optpipe's ray extra)."
     ),
     ray_address: str | None = typer.Option(
         None, help="Ray cluster address (host:port, ray://host:port, auto); default: a local one."
