@@ -207,6 +207,7 @@ def _build_on_ray(ray, pending: list[tuple[int, Pending]], slots: list, store: H
     jobs = {}
     for i, job in pending:
         name = f"{job.entry.source}/{Path(job.entry.recipe_file).stem}"
+        name = name if name not in jobs else f"{name} ({job.entry.recipe_file})"  # two recipes of one stem
         jobs[name] = (i, job)
         say("phase", f"{name}: forecasting its needs")
     dispatched = [
