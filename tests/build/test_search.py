@@ -1,5 +1,7 @@
 """The build's search: smallest predicted size first, bounded by the search budget."""
 
+import pytest
+
 from optpipe.build.engine import build
 from optpipe.build.recipe import parse_recipe
 from optpipe.build.search import budget_spent, smallest_first
@@ -33,6 +35,7 @@ def test_budget_spent():
     assert "max_minutes 5" in budget_spent(SearchSettings(max_minutes=5), 0, 5.5)
 
 
+@pytest.mark.slow  # tens of seconds of tiny builds: CI runs it in its second, slow step
 def test_grid_build_tries_the_smallest_first_and_stops_at_the_search_budget(tiny_model_dir, tmp_path):
     text = tiny_recipe_text(
         tiny_model_dir,

@@ -3,6 +3,8 @@ results, and a tiny-model build that stops a clearly-fine candidate at the first
 
 import math
 
+import pytest
+
 from optpipe.build.engine import build
 from optpipe.build.recipe import parse_recipe
 from optpipe.evaluate.hellaswag import HellaSwagResult
@@ -152,6 +154,7 @@ def test_judge_pairs_a_stopped_perplexity_with_the_baseline_prefix():
     assert check.verdict == Verdict.NOT_MET and "8 of 32 windows" in check.detail
 
 
+@pytest.mark.slow  # tens of seconds of tiny builds: CI runs it in its second, slow step
 def test_build_stops_a_clearly_fine_candidate_early(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     text = tiny_recipe_text(

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from optpipe.history import HistoryStore
 from optpipe.nightly import run_nightly
 from tests.conftest import tiny_recipe_text, write
@@ -33,6 +35,7 @@ def measured(manifest):
     return [c["name"] for c in data.get("candidates", []) if c.get("status") == "measured"]
 
 
+@pytest.mark.slow  # tens of seconds of tiny builds: CI runs it in its second, slow step
 def test_sigkill_during_the_second_build_then_rerun_resumes(tmp_path, tiny_model_dir):
     shutil.copytree(tiny_model_dir, tmp_path / "model")
     small = {"hellaswag_items: 12": "hellaswag_items: 0", "max_trials: 3": "max_trials: 2"}  # seconds count
