@@ -45,7 +45,15 @@ class RuntimeSettings:
 
 
 _TEXT_FIELDS = ("format", "dtype", "attn_implementation", "device")
-_OPTIONAL = {"compile": dict, "quantization": str, "calibration": dict, "onnx": dict, "prune": dict, "distill": dict, "gguf": dict}
+_OPTIONAL = {
+    "compile": dict,
+    "quantization": str,
+    "calibration": dict,
+    "onnx": dict,
+    "prune": dict,
+    "distill": dict,
+    "gguf": dict,
+}
 
 
 def read_settings(directory: str | Path) -> RuntimeSettings:

@@ -160,9 +160,9 @@ class GgufCandidate:
         return ScoringModel(tokenizer=self.tokenizer, logits=self.logits)
 
     def num_parameters(self) -> int:
-        from gguf import GGUFReader
-
-        return sum(int(t.n_elements) for t in GGUFReader(self.path).tensors)
+        if self.llm is None:
+            self.open()
+        return int(self.llm.n_params())
 
     def with_settings(self, **changes: Any) -> "GgufCandidate":
         return GgufCandidate(self.directory, self.tokenizer, replace(self.settings, **changes), self.llm, self.temporary)
@@ -185,7 +185,16 @@ class GgufCandidate:
 
 def load(directory: str | Path, settings: RuntimeSettings, device: str | None = None) -> GgufCandidate:
     """Open a saved GGUF candidate in llama.cpp (CPU; `device` is not used: llama-cpp-python's CPU build)."""
+    import importlib.util
+
     from transformers import AutoTokenizer
 
     directory = Path(directory)
+    if importlib.util.find_spec("llama_cpp") is None:
+        from optpipe.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"{directory / GGUF_FILE} was exported but is not measured: llama.cpp (llama-cpp-python) is not installed "
+            "here; pip install 'optpipe[gguf]' (or run the GGUF with llama-server / Ollama: see llama-server.sh, Modelfile)"
+        )
     return GgufCandidate(directory, AutoTokenizer.from_pretrained(directory), settings).open()

@@ -177,3 +177,13 @@ def test_imatrix_recorded_and_changes_the_weights(exported):
     a = (exported["gguf:Q4_K_M+imatrix"] / "model.gguf").read_bytes()
     b = (exported["gguf:Q4_K_M"] / "model.gguf").read_bytes()
     assert len(a) == len(b) and a != b
+
+
+def test_without_llama_cpp_the_export_says_it_is_not_measured(exported, monkeypatch):
+    """The CPU-only fallback: the F16/Q8_0 files are written; loading them to measure names what is missing."""
+    from optpipe.errors import InvalidInputError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
+    with pytest.raises(InvalidInputError, match="not measured: llama.cpp .llama-cpp-python. is not installed"):
+        load_candidate(exported["gguf:Q8_0"])

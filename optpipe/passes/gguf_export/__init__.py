@@ -60,7 +60,9 @@ class GgufExport(Pass):
     name = "gguf_export"
     variant_label = "gguf"
     Params = GgufExportParams
-    summary = "Convert to GGUF with llama.cpp's converter/quantizer and run in llama.cpp; F16/BF16/Q8_0/Q6_K/Q5_K_M/Q4_K_M variants."
+    summary = (
+        "Convert to GGUF with llama.cpp's converter/quantizer and run in llama.cpp; F16/BF16/Q8_0/Q6_K/Q5_K_M/Q4_K_M variants."
+    )
     requires = "llama.cpp's converter (`python -m optpipe.passes.gguf_export.tooling`), sentencepiece; llama-cpp-python (extra 'gguf') to quantize K-types and measure"
     version = 1
 
@@ -161,15 +163,12 @@ def quantize_k(candidate, params, ctx, src: Path, outfile: Path, gguf_type: str,
 
 
 def importance(candidate, params, ctx, gguf_path: Path):
-    from gguf import GGUFReader
-
+    from optpipe.forecast.gguf_check import read_header
     from optpipe.passes.gguf_export.imatrix import gguf_linear_names, importance_matrix
     from optpipe.passes.quantize.calibration import wikitext_heldout
 
-    reader = GGUFReader(gguf_path)
-    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    written = {t.name for t in reader.tensors}
-    del reader
+    strings, tensors = read_header(gguf_path)
+    arch, written = strings["general.architecture"], set(tensors)
     model = candidate.torch_model
     calib = wikitext_heldout(
         candidate.tokenizer, params.calibration_samples, params.calibration_seq_len, ctx.evaluation.perplexity_tokens
@@ -186,12 +185,11 @@ def source_architecture(model: "ResolvedModel") -> str | None:
     root = Path(model.location)
     try:
         if model.gguf_file:
-            from gguf import GGUFReader
+            from optpipe.forecast.gguf_check import read_header
 
-            field = GGUFReader(root / model.gguf_file).fields.get("general.architecture")
-            return bytes(field.parts[-1]).decode() if field is not None else None
+            return read_header(root / model.gguf_file)[0].get("general.architecture")
         if (root / "config.json").is_file():
             return (json.loads((root / "config.json").read_text()).get("architectures") or [None])[0]
-    except (OSError, ValueError):
+    except (OSError, ValueError):  # an unreadable source is reported by the plan's own model checks
         return None
     return None
