@@ -187,3 +187,25 @@ def test_without_llama_cpp_the_export_says_it_is_not_measured(exported, monkeypa
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     with pytest.raises(InvalidInputError, match="not measured: llama.cpp .llama-cpp-python. is not installed"):
         load_candidate(exported["gguf:Q8_0"])
+
+
+@needs_llama_cpp
+def test_build_measures_the_gguf_in_llama_cpp(source_dir, tmp_path):
+    """Through the engine: the GGUF candidate is benchmarked by llama.cpp's decoder and scored from its
+    logits (HellaSwag, perplexity, KL vs the torch baseline); threads/batch/context are in the manifest."""
+    from optpipe.build.engine import build
+    from optpipe.build.recipe import parse_recipe
+    from tests.conftest import read_manifest, tiny_recipe_text
+
+    out = tmp_path / "out"
+    passes = "  - pass: gguf_export\n    types: [Q8_0]\n    context: 512\n"
+    build(parse_recipe(tiny_recipe_text(source_dir, out, passes, stop="best")))
+    m = read_manifest(out)
+    gguf = m["candidates"][1]
+    assert gguf["name"] == "gguf:Q8_0", gguf.get("error")
+    meas = gguf["measurements"]
+    assert meas["benchmark"]["decoder"] == "llama.cpp" and meas["benchmark"]["decode_tok_s"]["mean"] > 0
+    assert {"type": "Q8_0", "measured": True, "context": 512, "batch": 512}.items() <= meas["runtime"]["gguf"].items()
+    assert meas["runtime"]["gguf"]["threads"] >= 1
+    assert meas["hellaswag"]["n"] == 12 and meas["perplexity"]["ppl"] > 1
+    assert 0 <= meas["kl"]["mean"] < 0.01  # Q8_0 of the same weights: close to the baseline

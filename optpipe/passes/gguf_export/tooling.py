@@ -62,7 +62,7 @@ def install_converter(sdist: Path | None = None, version: str | None = None) -> 
     target = CACHE / version
     with tempfile.TemporaryDirectory(prefix="optpipe-llama-sdist-") as tmp:
         if sdist is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--no-build-isolation"]
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:"]
             subprocess.run([*cmd, "-d", tmp, f"llama-cpp-python=={version}"], check=True)
             (sdist,) = Path(tmp).glob("llama_cpp_python-*.tar.gz")
         prefix = f"llama_cpp_python-{version}/vendor/llama.cpp/"
