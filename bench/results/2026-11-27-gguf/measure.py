@@ -29,7 +29,7 @@ from optpipe.spec.settings import BenchmarkSettings, EvaluationSettings
 from optpipe.spec.targets import load_target
 
 GGUF_TYPES = [("gguf:F16", "F16", "off"), ("gguf:Q8_0", "Q8_0", "off"), ("gguf:Q4_K_M", "Q4_K_M", "off"),
-              ("gguf:Q4_K_M+imatrix", "Q4_K_M", "on")]  # fmt: skip
+              ("gguf:Q4_K_M+imatrix", "Q4_K_M", "on"), ("gguf:Q4_1", "Q4_1", "off")]  # fmt: skip
 
 
 def make_candidates(out: Path, ev: EvaluationSettings, only: set[str] | None) -> dict[str, Path]:

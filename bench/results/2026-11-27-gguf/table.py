@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-ORDER = ["torch fp32", "onnx:fp32", "gguf:F16", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_K_M+imatrix", "original Q4_1"]
+ORDER = ["torch fp32", "onnx:fp32", "gguf:F16", "gguf:Q8_0", "gguf:Q4_K_M", "gguf:Q4_K_M+imatrix", "gguf:Q4_1", "original Q4_1"]
 
 
 def row(label: str, r: dict) -> str:

@@ -27,8 +27,9 @@ from optpipe.passes.gguf_export.tooling import CONVERTER_TYPES, SETUP_HINT, conv
 if TYPE_CHECKING:
     from optpipe.spec.model_source import ResolvedModel
 
-GgufType = Literal["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M"]
-K_QUANTS = ("Q6_K", "Q5_K_M", "Q4_K_M")
+GgufType = Literal["F16", "BF16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_1", "Q4_0"]
+# types llama.cpp's quantizer writes (the importance matrix applies to them); Q4_0/Q4_1 match sources shipped so
+K_QUANTS = ("Q6_K", "Q5_K_M", "Q4_K_M", "Q4_1", "Q4_0")
 # transformers architectures llama.cpp's converter and runtime handle, and their GGUF names
 FAMILIES = {
     "LlamaForCausalLM": "llama",

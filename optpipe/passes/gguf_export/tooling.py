@@ -37,7 +37,7 @@ KEEP = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE")
 # converter --outtype for the types it writes itself; the rest go through llama_model_quantize
 CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
 # llama_ftype values (llama.h enum llama_ftype)
-FTYPES = {"F32": 0, "F16": 1, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
+FTYPES = {"F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q8_0": 7, "Q4_K_M": 15, "Q5_K_M": 17, "Q6_K": 18, "BF16": 32}
 
 
 def llama_cpp_version() -> str | None:
