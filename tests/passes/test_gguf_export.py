@@ -209,3 +209,25 @@ def test_build_measures_the_gguf_in_llama_cpp(source_dir, tmp_path):
     assert meas["runtime"]["gguf"]["threads"] >= 1
     assert meas["hellaswag"]["n"] == 12 and meas["perplexity"]["ppl"] > 1
     assert 0 <= meas["kl"]["mean"] < 0.01  # Q8_0 of the same weights: close to the baseline
+
+
+def test_mistral_family_round_trip(source_dir, tmp_path):
+    """A second family through the same converter path (Mistral writes llama-architecture GGUFs)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(source_dir)
+    torch.manual_seed(1)
+    cfg = MistralConfig(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True, rope_theta=50000.0,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+    )  # fmt: skip
+    MistralForCausalLM(cfg).eval().save_pretrained(tmp_path / "src")
+    tok.save_pretrained(tmp_path / "src")
+    src = load_candidate(tmp_path / "src")
+    out = GGUF.apply(src, GGUF.Params(types=["F16"]), pass_context(tmp_path / "work")).save(tmp_path / "gguf")
+    ids = torch.tensor([tok.encode(TEXT, add_special_tokens=False)])
+    back = AutoModelForCausalLM.from_pretrained(out, gguf_file="model.gguf").eval()
+    assert back.config.rope_parameters["rope_theta"] == 50000.0
+    with torch.inference_mode():
+        assert kl(back(ids).logits, src.logits(ids)) < 1e-5
