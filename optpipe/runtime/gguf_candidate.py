@@ -162,7 +162,7 @@ class GgufCandidate:
     def num_parameters(self) -> int:
         if self.llm is None:
             self.open()
-        return int(self.llm.n_params())
+        return int(self.llm._model.n_params())  # llama_model_n_params (llama-cpp-python has no public wrapper)
 
     def with_settings(self, **changes: Any) -> "GgufCandidate":
         return GgufCandidate(self.directory, self.tokenizer, replace(self.settings, **changes), self.llm, self.temporary)
