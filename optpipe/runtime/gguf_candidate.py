@@ -195,6 +195,6 @@ def load(directory: str | Path, settings: RuntimeSettings, device: str | None = 
 
         raise InvalidInputError(
             f"{directory / GGUF_FILE} was exported but is not measured: llama.cpp (llama-cpp-python) is not installed "
-            "here; pip install 'optpipe[gguf]' (or run the GGUF with llama-server / Ollama: see llama-server.sh, Modelfile)"
+            "here; pip install 'optpipe[llamacpp]' (or run the GGUF with llama-server / Ollama: see llama-server.sh, Modelfile)"
         )
     return GgufCandidate(directory, AutoTokenizer.from_pretrained(directory), settings).open()

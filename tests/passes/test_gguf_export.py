@@ -5,9 +5,10 @@ theta and chat template; the llama.cpp runtime decodes and scores from its own l
 The tiny random Llama here uses the bundled SmolLM2 tokenizer: llama.cpp's converter identifies a
 BPE pre-tokenizer by hashing its output and refuses tokenizers it does not know (the locally trained
 tokenizer of conftest is one). Tests that need llama-cpp-python skip without it (the CPU-only
-fallback: export still works, measuring says it is not measured). Default run: F16/Q8_0 export, F16
-read back by transformers (and, with llama-cpp-python, F16/Q8_0 logits and decode in llama.cpp);
-`slow`: Q8_0 through transformers, K-quants with/without imatrix, Mistral, a whole build."""
+fallback: export still works, measuring says it is not measured). Default run (CI, no
+llama-cpp-python): F16/Q8_0 export, F16 read back by transformers, metadata, the not-measured error;
+`slow`: Q8_0 through transformers, Mistral, and everything in llama.cpp (logits, decode, K-quants with
+and without imatrix, a whole build)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ if converter_dir() is None:
     pytest.skip("llama.cpp's converter not fetched (python -m optpipe.passes.gguf_export.tooling)", allow_module_level=True)
 
 HAS_LLAMA_CPP = importlib.util.find_spec("llama_cpp") is not None
-needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python not installed (extra 'gguf')")
+needs_llama_cpp = pytest.mark.skipif(not HAS_LLAMA_CPP, reason="llama-cpp-python not installed (extra 'llamacpp')")
 TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun. " * 3
 GGUF = get_pass("gguf_export")
 
@@ -162,6 +163,7 @@ def test_missing_converter_is_a_plan_time_reason(monkeypatch, tmp_path):
     assert any("convert_hf_to_gguf.py" in r for r in reasons)
 
 
+@pytest.mark.slow
 @needs_llama_cpp
 def test_llama_cpp_logits_match_the_source(exported, reference):
     _, ids, ref = reference
@@ -180,6 +182,7 @@ def test_k_quants_in_llama_cpp(exported_k, reference):
         assert kl(got, ref) < 5e-2, (label, kl(got, ref))
 
 
+@pytest.mark.slow
 @needs_llama_cpp
 def test_llama_cpp_tokenizer_agrees_and_decode_matches_full_logits(exported, reference):
     src, ids, _ = reference

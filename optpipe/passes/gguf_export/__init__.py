@@ -64,7 +64,7 @@ class GgufExport(Pass):
     summary = (
         "Convert to GGUF with llama.cpp's converter/quantizer and run in llama.cpp; F16/BF16/Q8_0/Q6_K/Q5_K_M/Q4_K_M variants."
     )
-    requires = "llama.cpp's converter (`python -m optpipe.passes.gguf_export.tooling`), sentencepiece; llama-cpp-python (extra 'gguf') to quantize K-types and measure"
+    requires = "llama.cpp's converter (`python -m optpipe.passes.gguf_export.tooling`), sentencepiece; llama-cpp-python (extra 'llamacpp') to quantize K-types and measure"
     version = 1
 
     @classmethod
@@ -86,7 +86,7 @@ class GgufExport(Pass):
             reasons.append("llama.cpp's converter needs sentencepiece (pip install 'optpipe[gguf]')")
         k = [t for t in params.types if t in K_QUANTS]
         if k and llama_cpp_version() is None:
-            reasons.append(f"{', '.join(k)} need llama.cpp's quantizer: pip install 'optpipe[gguf]' (llama-cpp-python)")
+            reasons.append(f"{', '.join(k)} need llama.cpp's quantizer: pip install 'optpipe[llamacpp]' (llama-cpp-python)")
         if target.has_cuda:
             reasons.append("optpipe measures GGUF in llama-cpp-python's CPU build; a CUDA target's GGUF speed is not measured")
         return reasons
