@@ -268,3 +268,19 @@ def test_mistral_family_round_trip(source_dir, tmp_path):
     assert back.config.rope_parameters["rope_theta"] == 50000.0
     with torch.inference_mode():
         assert kl(back(ids).logits, src.logits(ids)) < 1e-5
+
+
+def test_plan_refuses_an_unsupported_family_before_any_work(tmp_path, tiny_tokenizer):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from optpipe.build.plan import plan
+    from optpipe.build.recipe import parse_recipe
+    from optpipe.errors import InvalidInputError
+    from tests.conftest import tiny_recipe_text
+
+    model_dir = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny_tokenizer), n_embd=32, n_layer=1, n_head=2)).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    recipe = parse_recipe(tiny_recipe_text(model_dir, tmp_path / "out", "  - pass: gguf_export\n    types: [F16]\n"))
+    with pytest.raises(InvalidInputError, match="GPT2LMHeadModel is not a family gguf_export supports"):
+        plan(recipe)
