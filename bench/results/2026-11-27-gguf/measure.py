@@ -49,10 +49,6 @@ def make_candidates(out: Path, ev: EvaluationSettings, only: set[str] | None) ->
         cand = gguf.apply(base, gguf.Params(types=[t], imatrix=imatrix), ctx)
         dirs[label] = cand.save(out / label.replace(":", "-").replace("+", "-"))
         print(f"{label}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
-    if not only or "onnx:fp32" in only:
-        onnx = get_pass("onnx_export")
-        if not onnx.requirements(onnx.Params(), load_target("cpu-x86"), detect_host()):
-            dirs["onnx:fp32"] = onnx.apply(base, onnx.Params(methods=["fp32"]), ctx).save(out / "onnx-fp32")
     if not only or "original Q4_1" in only:
         orig = out / "original-q4_1"
         orig.mkdir(exist_ok=True)
@@ -62,6 +58,10 @@ def make_candidates(out: Path, ev: EvaluationSettings, only: set[str] | None) ->
         tok.save_pretrained(orig)
         RuntimeSettings(format="gguf", attn_implementation="llama.cpp", gguf={"type": "Q4_1 (the bundled file)"}).write(orig)
         dirs["original Q4_1"] = orig
+    if not only or "onnx:fp32" in only:
+        onnx = get_pass("onnx_export")
+        if not onnx.requirements(onnx.Params(), load_target("cpu-x86"), detect_host()):
+            dirs["onnx:fp32"] = onnx.apply(base, onnx.Params(methods=["fp32"]), ctx).save(out / "onnx-fp32")
     return dirs
 
 
@@ -85,8 +85,14 @@ def main(argv: list[str]) -> int:
         load = os.getloadavg()
         job = measure_job(d, "cpu", ev, bench, KLReferenceJob(path=str(kl), write=label == "torch fp32"))
         t0 = time.perf_counter()
-        m = run_isolated(job, out / "jobs" / label.replace(":", "-"), out / "logs" / f"{label.replace(':', '-')}.txt",
-                         on_progress=lambda s, label=label: print(f"  {label}: {s}", flush=True))  # fmt: skip
+        try:
+            m = run_isolated(job, out / "jobs" / label.replace(":", "-"), out / "logs" / f"{label.replace(':', '-')}.txt",
+                             on_progress=lambda s, label=label: print(f"  {label}: {s}", flush=True))  # fmt: skip
+        except Exception as exc:  # one failed candidate costs its row, never the others
+            results[label] = {"error": f"{type(exc).__name__}: {str(exc)[-1500:]}", "dir": str(d)}
+            results_path.write_text(json.dumps(results, indent=1))
+            print(f"{label}: FAILED {exc}", flush=True)
+            continue
         results[label] = {"measurements": json.loads(m.model_dump_json()), "loadavg_before": load, "loadavg_after": os.getloadavg(),
                           "seconds": time.perf_counter() - t0, "dir": str(d)}  # fmt: skip
         results_path.write_text(json.dumps(results, indent=1))

@@ -9,6 +9,8 @@ ORDER = ["torch fp32", "onnx:fp32", "gguf:F16", "gguf:Q8_0", "gguf:Q4_K_M", "ggu
 
 
 def row(label: str, r: dict) -> str:
+    if "error" in r:
+        return f"| {label} | failed: {r['error'][:200]} |"
     m = r["measurements"]
     b, h, p, k = m.get("benchmark") or {}, m.get("hellaswag") or {}, m.get("perplexity") or {}, m.get("kl") or {}
     tok_s = f"{b['decode_tok_s']['mean']:.1f} ± {b['decode_tok_s']['stdev']:.1f}" if b else "-"
