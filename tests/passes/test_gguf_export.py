@@ -5,10 +5,10 @@ theta and chat template; the llama.cpp runtime decodes and scores from its own l
 The tiny random Llama here uses the bundled SmolLM2 tokenizer: llama.cpp's converter identifies a
 BPE pre-tokenizer by hashing its output and refuses tokenizers it does not know (the locally trained
 tokenizer of conftest is one). Tests that need llama-cpp-python skip without it (the CPU-only
-fallback: export still works, measuring says it is not measured). Default run (CI, no
-llama-cpp-python): F16/Q8_0 export, F16 read back by transformers, metadata, the not-measured error;
-`slow`: Q8_0 through transformers, Mistral, and everything in llama.cpp (logits, decode, K-quants with
-and without imatrix, a whole build)."""
+fallback: export still works, measuring says it is not measured). Default run: F16/Q8_0
+export, F16 read back by transformers, metadata, F16/Q8_0 logits and decode in llama.cpp, the
+not-measured error; `slow`: Q8_0 through transformers, Mistral, K-quants with and without imatrix, a
+whole build measured in llama.cpp."""
 
 from __future__ import annotations
 
@@ -163,7 +163,6 @@ def test_missing_converter_is_a_plan_time_reason(monkeypatch, tmp_path):
     assert any("convert_hf_to_gguf.py" in r for r in reasons)
 
 
-@pytest.mark.slow
 @needs_llama_cpp
 def test_llama_cpp_logits_match_the_source(exported, reference):
     _, ids, ref = reference
@@ -182,7 +181,6 @@ def test_k_quants_in_llama_cpp(exported_k, reference):
         assert kl(got, ref) < 5e-2, (label, kl(got, ref))
 
 
-@pytest.mark.slow
 @needs_llama_cpp
 def test_llama_cpp_tokenizer_agrees_and_decode_matches_full_logits(exported, reference):
     src, ids, _ = reference
@@ -211,7 +209,7 @@ def test_imatrix_recorded_and_changes_the_weights(exported_k):
     assert without["imatrix"] is None
     a = (exported["gguf:Q4_K_M+imatrix"] / "model.gguf").read_bytes()
     b = (exported["gguf:Q4_K_M"] / "model.gguf").read_bytes()
-    assert len(a) == len(b) and a != b
+    assert a != b and abs(len(a) - len(b)) < 1024  # same tensors and types; llama.cpp adds imatrix metadata keys
 
 
 def test_without_llama_cpp_the_export_says_it_is_not_measured(exported, monkeypatch):
