@@ -70,7 +70,7 @@ def main(argv: list[str]) -> int:
     items = int(argv[1]) if len(argv) > 1 else 100
     ppl = int(argv[2]) if len(argv) > 2 else 2048
     only = set(argv[3].split(",")) if len(argv) > 3 else None
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     ev = EvaluationSettings(hellaswag_items=items, perplexity_tokens=ppl, kl_tokens=1024)
     bench = BenchmarkSettings(prompt_tokens=128, new_tokens=64)
     results_path = out / "results.json"
@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     dirs = make_candidates(out, ev, only)
     kl = out / "kl-reference.pt"
     for label, d in dirs.items():
-        if label in results and label != "torch fp32":
+        if label in results and "error" not in results[label] and label != "torch fp32":
             continue
         if label == "torch fp32" and label in results and kl.exists():
             continue
