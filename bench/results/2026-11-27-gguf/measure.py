@@ -46,8 +46,12 @@ def make_candidates(out: Path, ev: EvaluationSettings, only: set[str] | None) ->
         if only and label not in only:
             continue
         t0 = time.perf_counter()
+        target = out / label.replace(":", "-").replace("+", "-")
+        if (target / "optpipe_runtime.json").is_file():  # exported by an earlier run of this script
+            dirs[label] = target
+            continue
         cand = gguf.apply(base, gguf.Params(types=[t], imatrix=imatrix), ctx)
-        dirs[label] = cand.save(out / label.replace(":", "-").replace("+", "-"))
+        dirs[label] = cand.save(target)
         print(f"{label}: exported in {time.perf_counter() - t0:.0f} s", flush=True)
     if not only or "original Q4_1" in only:
         orig = out / "original-q4_1"
@@ -77,13 +81,16 @@ def main(argv: list[str]) -> int:
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     dirs = make_candidates(out, ev, only)
     kl = out / "kl-reference.pt"
+    if only and "torch fp32" not in only:  # llama.cpp rows only: no torch baseline, so no KL
+        dirs.pop("torch fp32")
     for label, d in dirs.items():
         if label in results and "error" not in results[label] and label != "torch fp32":
             continue
         if label == "torch fp32" and label in results and kl.exists():
             continue
         load = os.getloadavg()
-        job = measure_job(d, "cpu", ev, bench, KLReferenceJob(path=str(kl), write=label == "torch fp32"))
+        ref = KLReferenceJob(path=str(kl), write=label == "torch fp32") if "torch fp32" in dirs else None
+        job = measure_job(d, "cpu", ev, bench, ref)
         t0 = time.perf_counter()
         try:
             m = run_isolated(job, out / "jobs" / label.replace(":", "-"), out / "logs" / f"{label.replace(':', '-')}.txt",
