@@ -9,7 +9,11 @@ Variants (Llama-3.1-8B shape, random weights, batch 1, greedy):
   int4-fused          optpipe: the quantize pass's torchao-int4wo (TorchAoConfig at load) + the fused step
   int4-fused-unwrap   the same, torchao's unwrap_tensor_subclass applied before compiling
   int4-fused-head     the same with the quantize pass's quantize_lm_head (lm_head in int4 too)
-  int4-fused-G        (G = 32, 64, 256) the same with another group size
+  ...-gN              (N = 32, 64, 256) any variant with another group size (default 128)
+  ...-notune          the fused step without Inductor's coordinate-descent tuning (warm-up cost)
+  ...-eagerprefill    the prefill left eager / compiled (default: eager when the model has int4
+  ...-compiledprefill weights, compiled otherwise)
+  ...-nofuse          int4 q|k|v and gate|up as separate tinygemm calls (not concatenated)
   ao-bf16 / ao-int4   torchao's benchmark model (torchao/_models/llama/model.py from the last torchao
                       commit that had it, copied into .torchao-llama/, git-ignored: never committed)
                       with torchao's quantize_ (Int4WeightOnlyConfig, tile_packed_to_4d), its decode
@@ -178,9 +182,10 @@ def run_variant(variant: str, prompt_len: int, new_tokens: int, trials: int, wan
     torch.manual_seed(0)
     t_load = time.perf_counter()
     cache_len = prompt_len + new_tokens + 16
-    group = int(variant.rsplit("-", 1)[1]) if variant.rsplit("-", 1)[-1].isdigit() else GROUP
+    flags = set(variant.split("-"))
+    group = next((int(f[1:]) for f in flags if f[:1] == "g" and f[1:].isdigit()), GROUP)
     if variant.startswith(("ao-", "gptfast-")):
-        quant = {"ao-bf16": None, "ao-int4": "int4", "gptfast-int4": "tinygemm"}[variant.removesuffix(f"-{group}")]
+        quant = {"ao-bf16": None, "ao-int4": "int4", "gptfast-int4": "tinygemm"}[variant.removesuffix(f"-g{group}")]
         model = ao_model(quant, group)
         dec = AoDecoder(model, cache_len)
         emb = model.tok_embeddings.weight
@@ -194,7 +199,13 @@ def run_variant(variant: str, prompt_len: int, new_tokens: int, trials: int, wan
             from torchao.utils import unwrap_tensor_subclass
 
             unwrap_tensor_subclass(model)
-        dec = FusedStepDecoder(model, cache_len)
+        dec = FusedStepDecoder(
+            model,
+            cache_len,
+            inductor_tuning="notune" not in flags,
+            compile_prefill=False if "eagerprefill" in flags else (True if "compiledprefill" in flags else None),
+            fuse_int4="nofuse" not in flags,
+        )
         emb = model.get_input_embeddings().weight
         vocab = model.config.vocab_size
     torch.cuda.empty_cache()
@@ -210,8 +221,21 @@ def run_variant(variant: str, prompt_len: int, new_tokens: int, trials: int, wan
     kv = 2 * 32 * 8 * 128 * 2 * (prompt_len + new_tokens / 2)
     prompt = torch.randint(0, vocab, (1, prompt_len), device="cuda")
     torch.cuda.reset_peak_memory_stats()
+    # warm-up split: the first prefill (its compile) and the first decode steps (the step's compile,
+    # CUDA graph recording) timed apart, before the benchmark (whose own warm-up then finds both ready)
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        dec.reset(1, prompt_len + 8)
+        tok = dec.prefill(prompt)
+        torch.cuda.synchronize()
+        t1 = time.perf_counter()
+        for _ in range(4):
+            tok = dec.step(tok)
+        torch.cuda.synchronize()
+        t2 = time.perf_counter()
     cfg = BenchmarkSettings(prompt_tokens=prompt_len, new_tokens=new_tokens, warmup=2, min_trials=3, max_trials=trials)
     res = benchmark(dec, prompt, cfg).model_dump(mode="json", exclude_none=True)
+    res["first_prefill_s"], res["first_steps_s"] = t1 - t0, t2 - t1
     res["decoder"] = dec.name
     res["load_s"] = load_s
     res["weights_gb"] = weights / 1e9
@@ -285,6 +309,7 @@ def main() -> None:
             f"warm-up {r.get('warmup_s', 0):.0f}s  load {r['load_s']:.0f}s  wall {r['wall_s']:.0f}s  [{r['gpu']}]",
             flush=True,
         )
+        print(f"   first prefill {r.get('first_prefill_s', 0):.1f}s, first 4 steps {r.get('first_steps_s', 0):.1f}s", flush=True)
         p = r.get("profile")
         if p:
             print(

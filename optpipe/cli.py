@@ -397,6 +397,12 @@ def nightly(
         False, help="Build every entry, also those unchanged (their candidates come from the cache)."
     ),
     history_url: str | None = HISTORY_URL,
+    executor: str | None = typer.Option(
+        None, help="local (default: one build after another here) or ray (one Ray task per build; needs optpipe's ray extra)."
+    ),
+    ray_address: str | None = typer.Option(
+        None, help="Ray cluster address (host:port, ray://host:port, auto); default: a local one."
+    ),
 ) -> None:
     """Build what a new model (or package) release changed, record it, compare with the previous build,
     write a markdown report; exit 5 on a regression beyond tolerance, 6 when a build could not run."""
@@ -413,7 +419,7 @@ def nightly(
             console.print(f"  [{payload.index} {payload.name}] {payload.status} {payload.verdict}", markup=False)
 
     try:
-        result = run_nightly(config, history_url, rebuild_all, on_event)
+        result = run_nightly(config, history_url, rebuild_all, on_event, executor, ray_address)
     except OptpipeError as exc:
         _fail(exc)
     except KeyboardInterrupt:

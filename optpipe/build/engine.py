@@ -31,13 +31,14 @@ from optpipe.build.cache import KEY_PACKAGES, ResultCache, cache_key
 from optpipe.build.noise import third_party_logs_to
 from optpipe.build.plan import Plan, PlannedPass, plan, source_bytes
 from optpipe.build.recipe import SCHEMA_VERSION, Recipe
+from optpipe.build.search import budget_spent, smallest_first
 from optpipe.errors import BuildInterrupted, CandidateFailed, InvalidInputError, OutputWriteError, PassFailed
 from optpipe.evaluate.data import WIKITEXT_MD5
 from optpipe.files import free_bytes, is_disk_full, normalize_modes, tree_size, write_json_atomic, write_text_atomic
 from optpipe.judge.budget import Verdict, judge, judge_reference, overall
 from optpipe.judge.ranking import build_status, select_artifact, select_parent
 from optpipe.measure.bench import peak_rss_bytes
-from optpipe.measure.job import KLReferenceJob, ParentJob, measure_job
+from optpipe.measure.job import EarlyStopJob, KLReferenceJob, ParentJob, measure_job
 from optpipe.measure.launcher import run_isolated
 from optpipe.measure.results import Measurements
 from optpipe.output.artifact import remove_artifact, remove_leftovers, write_artifact
@@ -274,6 +275,8 @@ class Build:
                         reason="stopped at the first candidate that met the budget",
                     )
                 )
+            elif why := self._search_spent():
+                self._record(CandidateRecord(index=step.index, name=step.name, chain=[], status="not run", reason=why))
             elif step.skip_reason:
                 self._record(
                     CandidateRecord(index=step.index, name=step.name, chain=[], status="skipped", reason=step.skip_reason)
@@ -350,8 +353,13 @@ class Build:
 
         pass_cls = get_pass(step.name)
         variants = pass_cls.variants(step.params)
+        if step.params.grid:  # a parameter search: smallest predicted size first (build/search.py)
+            variants = smallest_first(variants, {f.name: f for f in self.forecast})
         tried: list[Kept] = []
         for label, params in variants:
+            if why := self._search_spent():
+                self._record(CandidateRecord(index=step.index, name=label, chain=[], status="not run", reason=why))
+                continue
             if label in step.variant_skips:
                 self._record(
                     CandidateRecord(index=step.index, name=label, chain=[], status="skipped", reason=step.variant_skips[label])
@@ -515,6 +523,8 @@ class Build:
             self.p.conditions.projection,
             parent_job,
         )
+        if rec.index > 0:
+            job = job.model_copy(update={"early_stop": self._early_stop_job()})
         logs = self.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         return run_isolated(
@@ -522,6 +532,27 @@ class Build:
             cand_dir.parent / f"{cand_dir.name}.job",
             logs / f"{cand_dir.name}.log",
             on_progress=lambda msg: self.progress("measure", (rec, msg)),
+        )
+
+    def _early_stop_job(self) -> EarlyStopJob | None:
+        """What the worker needs to stop a candidate's evaluation early: the budget and the baseline's
+        per-item and per-window results it pairs with (docs/search.md). None when the recipe has it off."""
+        r = self.p.recipe
+        base = self.records[0].measurements if self.records else None
+        if not r.search.early_stop or base is None:
+            return None
+        s, hs, ppl = r.search, base.hellaswag, base.perplexity
+        return EarlyStopJob(
+            confidence=r.budget.confidence,
+            hellaswag_max_drop_points=r.budget.hellaswag_max_drop_points,
+            perplexity_max_rise_pct=r.budget.perplexity_max_rise_pct,
+            min_items=s.min_items,
+            chunk_items=s.chunk_items,
+            min_windows=s.min_windows,
+            chunk_windows=s.chunk_windows,
+            base_items=dict(zip(hs.item_indices, hs.item_acc_norm)) if hs is not None else {},
+            base_window_nll=ppl.window_nll if ppl is not None else [],
+            base_window_tokens=ppl.window_tokens if ppl is not None else [],
         )
 
     def _judge(self, rec: CandidateRecord) -> None:
@@ -535,6 +566,11 @@ class Build:
         rec.verdict = overall(checks).value
 
     # ------------------------------------------------------------------ bookkeeping
+    def _search_spent(self) -> str:
+        built = sum(1 for r in self.records if r.index > 0 and r.status in ("measured", "cached", "failed"))
+        minutes = (datetime.now(timezone.utc) - self.started).total_seconds() / 60
+        return budget_spent(self.p.recipe.search, built, minutes)
+
     def _stops(self, rec: CandidateRecord) -> bool:
         return rec.verdict == Verdict.MET.value and self.p.recipe.stop == "first"
 
@@ -566,6 +602,9 @@ class Build:
     def _key(self, chain: list[dict[str, Any]]) -> str:
         p, r = self.p, self.p.recipe
         bos = {"perplexity_bos": True} if self.perplexity_bos else {}  # without BOS: as measured before it existed
+        if r.search.early_stop and chain:  # an early-stopped measurement depends on the budget it stopped for
+            search = r.search.model_dump(include={"min_items", "chunk_items", "min_windows", "chunk_windows"})
+            bos |= {"early_stop": search | r.budget.model_dump()}
         return cache_key(
             bos
             | {

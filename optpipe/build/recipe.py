@@ -26,6 +26,7 @@ from optpipe.spec.settings import (
     EvaluationSettings,
     Goals,
     ModelSpec,
+    SearchSettings,
     Strict,
 )
 
@@ -70,6 +71,7 @@ class Recipe(Strict):
     evaluation: EvaluationSettings = EvaluationSettings()
     benchmark: BenchmarkSettings = BenchmarkSettings()
     passes: list[PassSpec] = Field(default_factory=list)  # type: ignore[valid-type]
+    search: SearchSettings = SearchSettings()
     stop: Literal["first", "best"] = Field("first", description="first: stop at the first candidate that meets every budget.")
     objective: Literal["decode_tok_s", "size_gb", "memory_gb"] = Field(
         "decode_tok_s", description="With stop: best, how to rank the candidates that meet the budget."

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from optpipe.evaluate.data import CONTEXT_FORM, HellaSwagItem
+from optpipe.evaluate.sequential import SequentialStop
 from optpipe.evaluate.stats import mean_se
 
 TASK_NAME = "optpipe_hellaswag"
@@ -57,6 +58,26 @@ class HellaSwagResult(BaseModel):
     context_form: str = CONTEXT_FORM
     scorer: str = "lm-eval"
     seconds: float | None = None
+    sequential: SequentialStop | None = None  # early-stopped: how many items of how many, and why
+
+
+def merge_hellaswag(parts: list[HellaSwagResult]) -> HellaSwagResult:
+    """One result from chunks scored one after another (early-stopped evaluation)."""
+    acc = [a for p in parts for a in p.item_acc]
+    acc_norm = [a for p in parts for a in p.item_acc_norm]
+    m_acc, se_acc = mean_se(acc)
+    m_norm, se_norm = mean_se(acc_norm)
+    return HellaSwagResult(
+        n=len(acc),
+        acc=m_acc,
+        acc_se=se_acc,
+        acc_norm=m_norm,
+        acc_norm_se=se_norm,
+        item_indices=[i for p in parts for i in p.item_indices],
+        item_acc=acc,
+        item_acc_norm=acc_norm,
+        item_loglikelihoods=[ll for p in parts for ll in p.item_loglikelihoods],
+    )
 
 
 def evaluate_hellaswag(lm, items: list[HellaSwagItem]) -> HellaSwagResult:

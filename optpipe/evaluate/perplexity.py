@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
+from optpipe.evaluate.sequential import SequentialStop
+
 
 class PerplexityResult(BaseModel):
     ppl: float
@@ -24,6 +26,7 @@ class PerplexityResult(BaseModel):
     dataset: str = "wikitext-2-raw-v1 test"
     bos_prepended: bool = False  # each window started with the tokenizer's BOS (context only)
     seconds: float | None = None
+    sequential: SequentialStop | None = None  # early-stopped: how many windows of how many, and why
 
 
 def strided_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -60,10 +63,12 @@ def evaluate_perplexity(
     progress: Callable[[int, int], None] | None = None,
     on_logprobs: Callable | None = None,
     bos_id: int | None = None,
+    should_stop: Callable[[list[float], list[int], int], bool] | None = None,
 ) -> PerplexityResult:
     """`forward_logits(ids[1, T]) -> logits[1, T, V]`; `input_ids` is a 1-D LongTensor.
     `on_logprobs([scored, V])` sees each window's scored log-probs in order (for KL).
-    `bos_id`: put this token before every window (context, not scored; see `bos_prefix`)."""
+    `bos_id`: put this token before every window (context, not scored; see `bos_prefix`).
+    `should_stop(window_nll, window_tokens, planned_windows)` after each window ends the evaluation early."""
     import torch
 
     n = int(input_ids.numel())
@@ -84,6 +89,8 @@ def evaluate_perplexity(
         counts.append(scored)
         if progress:
             progress(i + 1, len(spans))
+        if should_stop is not None and should_stop(nlls, counts, len(spans)):
+            break
     total = sum(counts)
     return PerplexityResult(
         ppl=math.exp(sum(nlls) / total),

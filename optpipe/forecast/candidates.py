@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 from optpipe.forecast.dtypes import GB
 from optpipe.forecast.formats import weight_format
 from optpipe.forecast.memory import MemoryForecast, predict_memory
+from optpipe.forecast.pruning import PruneSpec, pruned_shape
 from optpipe.forecast.shape import ModelShape
 from optpipe.forecast.speed import (
     SpeedForecast,
@@ -21,7 +22,8 @@ TABLE_COLUMNS = ["candidate", "weights", "weight GB", "KV GB", "peak GB", "fits 
 
 
 class CandidateSpec(BaseModel):
-    """One candidate: compute dtype and quantize-pass method (None = dense)."""
+    """One candidate: compute dtype, quantize-pass method (None = dense) and the structural prunes
+    (in order) that made it smaller than the model it started from."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -31,6 +33,7 @@ class CandidateSpec(BaseModel):
     group_size: int = 128
     double_quant: bool = True
     quantize_lm_head: bool = False
+    prunes: tuple[PruneSpec, ...] = ()
 
 
 class CandidateForecast(BaseModel):
@@ -64,20 +67,23 @@ def forecast_chain(
     for raw in steps:
         spec = raw if isinstance(raw, CandidateSpec) else CandidateSpec(**raw)
         try:
+            cand_shape = shape
+            for p in spec.prunes:
+                cand_shape = pruned_shape(cand_shape, p)
             fmt = weight_format(spec.dtype, spec.quantization, spec.group_size, spec.double_quant, spec.quantize_lm_head)
         except ValueError as e:
             out.append(
                 CandidateForecast(name=spec.name, format_name=None, memory=None, roofline_tok_s=None, fits=False, reason=str(e))
             )
             continue
-        mem = predict_memory(shape, fmt, prompt_tokens, new_tokens, batch, device, runtime_overhead_bytes)
+        mem = predict_memory(cand_shape, fmt, prompt_tokens, new_tokens, batch, device, runtime_overhead_bytes)
         if target_memory_gb is None:
             fits, reason = True, f"no memory target (needs {mem.peak_bytes / GB:.2f} GB)"
         else:
             fits, reason = mem.fits(target_memory_gb * GB)
         roof = speed = None
         if target_bandwidth_gbs:
-            step_bytes = bytes_per_decode_step(shape, fmt, prompt_tokens + new_tokens / 2, batch)
+            step_bytes = bytes_per_decode_step(cand_shape, fmt, prompt_tokens + new_tokens / 2, batch)
             roof = roofline_tok_s(step_bytes, target_bandwidth_gbs, batch)
             if step_model is not None:
                 speed = project(step_model, step_bytes, target_bandwidth_gbs, batch, model_error_rel)

@@ -12,6 +12,7 @@ from enum import Enum
 
 from optpipe.evaluate.hellaswag import HellaSwagResult
 from optpipe.evaluate.perplexity import PerplexityResult
+from optpipe.evaluate.sequential import binary_sd_floor, sequence_interval
 from optpipe.evaluate.stats import paired_difference, weighted_paired_difference, z_value
 from optpipe.files import JsonRecord
 from optpipe.measure.results import Measurements
@@ -76,11 +77,13 @@ def hellaswag_drop(base: HellaSwagResult, cand: HellaSwagResult) -> tuple[float,
 def perplexity_rise(base: PerplexityResult, cand: PerplexityResult) -> tuple[float, float, float]:
     """Rise of perplexity in percent, and the paired mean NLL difference with its standard error
     (the interval is built in log space) -> (rise, delta, se)."""
-    if base.window_tokens != cand.window_tokens:
+    k = len(cand.window_tokens)
+    early = cand.sequential is not None and cand.sequential.stopped_early
+    if (base.window_tokens[:k] if early else base.window_tokens) != cand.window_tokens or not k:
         return math.nan, math.nan, math.nan
-    bw = [n / t for n, t in zip(base.window_nll, base.window_tokens)]
+    bw = [n / t for n, t in zip(base.window_nll[:k], base.window_tokens[:k])]
     cw = [n / t for n, t in zip(cand.window_nll, cand.window_tokens)]
-    delta, se = weighted_paired_difference(cw, bw, base.window_tokens)  # candidate - baseline NLL
+    delta, se = weighted_paired_difference(cw, bw, cand.window_tokens)  # candidate - baseline NLL
     return 100 * (math.exp(delta) - 1), delta, se
 
 
@@ -89,6 +92,13 @@ def _hellaswag_check(base: Measurements, cand: Measurements, budget: AccuracyBud
     if base.hellaswag is None or cand.hellaswag is None:
         return _not_measured("hellaswag_drop_points", limit, "hellaswag_items is 0")
     drop, se, n = hellaswag_drop(base.hellaswag, cand.hellaswag)
+    seq = cand.hellaswag.sequential
+    if seq is not None and seq.stopped_early:  # stopped at a look: the confidence sequence's interval, not fixed-n
+        b = dict(zip(base.hellaswag.item_indices, base.hellaswag.item_acc_norm))
+        diffs = [100.0 * (b[i] - c) for i, c in zip(cand.hellaswag.item_indices, cand.hellaswag.item_acc_norm) if i in b]
+        _, low, high = sequence_interval(diffs, seq.alpha, seq.n_opt, None, 100.0 * binary_sd_floor(len(diffs)))
+        detail = f"early-stopped: paired over {n} of {seq.planned} items, {1 - seq.alpha:.1%} confidence sequence; {seq.reason}"
+        return _upper_limit("hellaswag_drop_points", drop, low, high, limit, detail)
     return _upper_limit(
         "hellaswag_drop_points", drop, drop - z * se, drop + z * se, limit, f"paired over {n} items, {budget.confidence:.0%} CI"
     )
@@ -104,6 +114,14 @@ def _perplexity_check(base: Measurements, cand: Measurements, budget: AccuracyBu
     else:
         low, high = 100 * (math.exp(delta - z * se) - 1), 100 * (math.exp(delta + z * se) - 1)
     n = len(cand.perplexity.window_tokens)
+    seq = cand.perplexity.sequential
+    if seq is not None and seq.stopped_early and not math.isnan(delta):  # the confidence sequence's interval
+        base_p = base.perplexity
+        diffs = [c / t - b / t for c, b, t in zip(cand.perplexity.window_nll, base_p.window_nll, cand.perplexity.window_tokens)]
+        _, lo, hi = sequence_interval(diffs, seq.alpha, seq.n_opt, [float(t) for t in cand.perplexity.window_tokens])
+        low, high = 100 * math.expm1(min(lo, 50.0)), 100 * math.expm1(min(hi, 50.0))
+        detail = f"early-stopped: paired over {n} of {seq.planned} windows, {1 - seq.alpha:.1%} confidence sequence; {seq.reason}"
+        return _upper_limit("perplexity_rise_pct", rise, low, high, limit, detail)
     return _upper_limit("perplexity_rise_pct", rise, low, high, limit, f"paired over {n} windows, {budget.confidence:.0%} CI")
 
 

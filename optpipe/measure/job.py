@@ -33,6 +33,22 @@ class ParentJob(JsonRecord):
     confidence: float = 0.95
 
 
+class EarlyStopJob(JsonRecord):
+    """Evaluate in chunks and stop once a line is decided (evaluate/sequential.py): the budget's
+    lines and the baseline's per-item and per-window results the candidate is paired with."""
+
+    confidence: float
+    hellaswag_max_drop_points: float | None
+    perplexity_max_rise_pct: float | None
+    min_items: int
+    chunk_items: int
+    min_windows: int
+    chunk_windows: int
+    base_items: dict[int, float] = {}  # HellaSwag item index -> the baseline's acc_norm
+    base_window_nll: list[float] = []
+    base_window_tokens: list[int] = []
+
+
 class MeasureJob(JsonRecord):
     candidate_dir: str
     device: str = "cpu"
@@ -42,6 +58,7 @@ class MeasureJob(JsonRecord):
     memory_cap_gb: float | None = None  # cap the process's CUDA memory (a target's VRAM) for real
     projection: ProjectionJob | None = None
     parent: ParentJob | None = None  # None: no speed ratio (the baseline, or no benchmark)
+    early_stop: EarlyStopJob | None = None  # None: every item and window is scored
 
 
 def measure_job(

@@ -102,7 +102,6 @@ def _load_and_benchmark(result: Measurements, job: MeasureJob, nvml, copy_bandwi
 
 
 def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
-    from optpipe.evaluate.data import hellaswag_subset
     from optpipe.measure.bench import peak_rss_bytes
 
     if job.memory_cap_gb and (job.evaluation.hellaswag_items or job.evaluation.perplexity_tokens):
@@ -112,6 +111,19 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
 
         torch.cuda.set_per_process_memory_fraction(1.0)
         result.evaluated_uncapped = True
+    if job.early_stop is not None:  # perplexity first: it decides hopeless candidates in the fewest tokens
+        _perplexity(result, job, cand)
+        outside = bool(result.perplexity and result.perplexity.sequential and result.perplexity.sequential.decision == "outside")
+        _hellaswag(result, job, cand, other_outside=outside)
+    else:
+        _hellaswag(result, job, cand)
+        _perplexity(result, job, cand)
+    result.peak_rss_total_bytes = peak_rss_bytes()
+
+
+def _hellaswag(result: Measurements, job: MeasureJob, cand, other_outside: bool = False) -> None:
+    from optpipe.evaluate.data import hellaswag_subset
+
     ev = job.evaluation
     if ev.hellaswag_items:
         from optpipe.evaluate.hellaswag import evaluate_hellaswag
@@ -120,8 +132,20 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
         items = hellaswag_subset(ev.hellaswag_items, ev.seed)
         _progress(f"hellaswag: {len(items)} items (seed {ev.seed}, batch {ev.batch_size})")
         t = time.perf_counter()
-        result.hellaswag = evaluate_hellaswag(scoring_lm(cand, ev.batch_size), items)
+        if job.early_stop is not None:
+            from optpipe.measure.early_stop import hellaswag_early
+
+            lm = scoring_lm(cand, ev.batch_size)
+            result.hellaswag = hellaswag_early(
+                lambda chunk: evaluate_hellaswag(lm, chunk), items, job.early_stop, other_outside, _progress
+            )
+        else:
+            result.hellaswag = evaluate_hellaswag(scoring_lm(cand, ev.batch_size), items)
         result.hellaswag.seconds = time.perf_counter() - t
+
+
+def _perplexity(result: Measurements, job: MeasureJob, cand) -> None:
+    ev = job.evaluation
     if ev.perplexity_tokens:
         from optpipe.evaluate.perplexity import bos_prefix, evaluate_perplexity, wikitext_ids
 
@@ -137,6 +161,11 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
             from optpipe.evaluate.kl import LogprobRecorder
 
             recorder = LogprobRecorder(ev.kl_tokens)
+        stopper = None
+        if job.early_stop is not None:
+            from optpipe.measure.early_stop import PerplexityStopper
+
+            stopper = PerplexityStopper(job.early_stop, recorder, _progress)
         result.perplexity = evaluate_perplexity(
             cand.logits,
             ids,
@@ -145,11 +174,13 @@ def _evaluate(result: Measurements, job: MeasureJob, cand) -> None:
             progress=lambda i, n: _progress(f"perplexity window {i}/{n}") if i % 8 == 0 or i == n else None,
             on_logprobs=recorder,
             bos_id=bos,
+            should_stop=stopper,
         )
+        if stopper is not None:
+            result.perplexity.sequential = stopper.record()
         result.perplexity.seconds = time.perf_counter() - t
         if recorder is not None and job.kl_reference is not None:
             result.kl = kl_against_reference(recorder, job.kl_reference)
-    result.peak_rss_total_bytes = peak_rss_bytes()
 
 
 HEADROOM_BYTES = 512 * 2**20  # activations, KV cache and allocator slack of the second model

@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -45,6 +46,12 @@ class NightlyConfig(Strict):
     tolerance: Tolerance = Tolerance()
     keep_artifacts: int = Field(
         0, ge=0, description="Also keep the artifacts of the last N builds per source x recipe (0: only the output dir's)."
+    )
+    executor: Literal["local", "ray"] = Field(
+        "local", description="local: one build after another here; ray: one Ray task per build (pip install 'optpipe[ray]')."
+    )
+    ray_address: str | None = Field(
+        None, description="The Ray cluster to use (host:port, ray://host:port or auto); default: start a local one."
     )
 
     @field_validator("sources")

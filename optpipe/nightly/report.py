@@ -23,6 +23,7 @@ def report_markdown(result: NightlyResult, tolerance: Tolerance) -> str:
         "",
         "tolerance: " + ", ".join(f"{k} {v:g}" for k, v in tolerance.model_dump().items() if v is not None),
         "",
+        *[f"note: {n}\n" for n in result.notes],
         "| source | recipe | target | model | action | why | build | status | candidates | vs previous |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]

@@ -4,22 +4,27 @@ write a markdown report. A killed night resumes: an unfinished build is rebuilt 
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from optpipe.build.cache import KEY_PACKAGES
-from optpipe.build.plan import plan
-from optpipe.errors import BuildInterrupted, OptpipeError
+from optpipe.build.plan import Plan, plan
+from optpipe.errors import BuildInterrupted, InvalidInputError, OptpipeError, Problem
 from optpipe.files import write_text_atomic
 from optpipe.history import Comparison, HistoryStore, build_and_record, compare, side_from_row
 from optpipe.history.rows import recipe_name
 from optpipe.history.schema import BuildRow
 from optpipe.nightly.config import Entry, Nightly, load_nightly
+from optpipe.nightly.release import Release, release_of
 from optpipe.nightly.report import report_markdown
+from optpipe.output.manifest import Manifest
+from optpipe.spec.targets import load_target
 
 Progress = Callable[[str, Any], None]
 
@@ -46,6 +51,7 @@ class NightlyResult:
     history: str
     entries: list[EntryResult] = field(default_factory=list)
     report: Path | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. a hub release that could not be checked
 
     @property
     def regressed(self) -> list[EntryResult]:
@@ -74,50 +80,186 @@ def _change(entry: Entry, fp: str, packages: dict[str, Any], last: BuildRow | No
 
 
 def run_nightly(
-    config_file: str | Path, history_url: str | None = None, rebuild_all: bool = False, progress: Progress | None = None
+    config_file: str | Path,
+    history_url: str | None = None,
+    rebuild_all: bool = False,
+    progress: Progress | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
 ) -> NightlyResult:
+    """One night. `executor` / `ray_address` override the configuration's (local: one build after
+    another in this process; ray: one Ray task per build, the history written here from their manifests)."""
     say: Progress = progress or (lambda event, payload: None)
     nightly = load_nightly(config_file)  # every problem of config, sources and recipes, before any build
+    kind = executor or nightly.config.executor
+    if kind not in ("local", "ray"):
+        raise InvalidInputError([Problem(str(config_file), None, "executor", kind, "use local or ray")])
     url = history_url or nightly.config.history_url
     store = HistoryStore.open(url)  # the history is what a night compares against: unusable -> stop now
+    ray = None
+    if kind == "ray":
+        from optpipe.nightly import ray_executor
+
+        try:
+            ray = ray_executor.connect(ray_address or nightly.config.ray_address, str(config_file))
+        except BaseException:
+            store.close()
+            raise
     result = NightlyResult(datetime.now(timezone.utc), Path(config_file), store.url)
+    slots: list[EntryResult | None] = [None] * len(nightly.entries)
     try:
-        fingerprints: dict[str, str] = {}
-        for entry in nightly.entries:
-            if entry.source not in fingerprints:
+        releases: dict[str, Release] = {}
+        pending: list[tuple[int, Pending]] = []
+        for i, entry in enumerate(nightly.entries):
+            if entry.source not in releases:
                 say("phase", f"fingerprinting {entry.source} ({entry.model.describe()})")
-                fingerprints[entry.source] = entry.model.fingerprint()
-            try:
-                result.entries.append(_one(entry, fingerprints[entry.source], store, nightly, url, rebuild_all, say))
-            except BuildInterrupted:  # the report names the entry; the same command resumes it from the cache
-                result.entries.append(EntryResult(entry, INTERRUPTED, "interrupted: run the same command again to resume"))
-                raise
+                releases[entry.source] = release_of(entry.model)
+                if releases[entry.source].note:
+                    say("note", releases[entry.source].note)
+                    result.notes.append(f"{entry.source}: {releases[entry.source].note}")
+            entry = _pinned(entry, releases[entry.source])
+            decided = _decide(entry, releases[entry.source].fingerprint, store, rebuild_all, say, planned=ray is None)
+            if isinstance(decided, EntryResult):
+                slots[i] = decided
+            elif ray is None:
+                try:
+                    slots[i] = _build_local(decided, store, nightly, url, say)
+                except BuildInterrupted:  # the report names the entry; the same command resumes it from the cache
+                    slots[i] = EntryResult(entry, INTERRUPTED, "interrupted: run the same command again to resume")
+                    raise
+            else:
+                pending.append((i, decided))
+        if ray is not None and pending:
+            _build_on_ray(ray, pending, slots, store, nightly, say)
     finally:
+        result.entries = [e for e in slots if e is not None]
         result.report = _write_report(result, nightly, store)
         store.close()
+        if ray is not None:
+            ray.shutdown()
     return result
 
 
-def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebuild_all: bool, say: Progress) -> EntryResult:
+@dataclass
+class Pending:
+    """An entry that must be built tonight, and why."""
+
+    entry: Entry
+    fingerprint: str
+    why: str
+    plan: Plan | None  # the local executor's plan; a Ray task plans on its own node
+
+
+def _pinned(entry: Entry, release: Release) -> Entry:
+    """The entry building exactly tonight's release (a hub id pinned to the sha that was checked)."""
+    if release.model == entry.model:
+        return entry
+    model = entry.recipe.model.model_copy(update={"revision": release.model.revision})
+    return dc_replace(entry, model=release.model, recipe=entry.recipe.model_copy(update={"model": model}))
+
+
+def _decide(entry: Entry, fp: str, store: HistoryStore, rebuild_all: bool, say: Progress, planned: bool) -> EntryResult | Pending:
+    """Unchanged (an EntryResult) or to build (Pending). The local executor plans here; for Ray the
+    checks that need no host are enough (the task plans on the node that builds)."""
     name = f"{entry.source}/{Path(entry.recipe_file).stem}"
+    p = None
     try:
-        p = plan(entry.recipe, entry.recipe_file)
+        if planned:
+            p = plan(entry.recipe, entry.recipe_file)
+            model, target, packages = p.model.describe(), p.target.name, p.env.packages
+        else:
+            model, target, packages = entry.model.describe(), entry.recipe.target, _driver_packages()
     except OptpipeError as exc:
         return EntryResult(entry, FAILED, f"cannot build here: {exc}", fp)
-    last = store.last_finished(recipe_name(entry.recipe_file), p.model.describe(), p.target.name, entry.source)
-    why = _change(entry, fp, p.env.packages, last)
+    last = store.last_finished(recipe_name(entry.recipe_file), model, target, entry.source)
+    why = _change(entry, fp, packages, last)
     if not why and not rebuild_all:
         say("phase", f"{name}: unchanged since build #{last.id}")  # type: ignore[union-attr]
         return EntryResult(entry, UNCHANGED, f"unchanged since build #{last.id}", fp, build=last)  # type: ignore[union-attr]
     why = why or "rebuild requested (--rebuild-all)"
     say("phase", f"{name}: building ({why})")
+    return Pending(entry, fp, why, p)
+
+
+@functools.cache
+def _driver_packages() -> dict[str, Any]:
+    """This host's package versions (probed once a night): the Ray nodes are expected to match them."""
+    from optpipe.runtime.host_probe import detect_host
+
+    return detect_host().packages
+
+
+def _build_local(job: Pending, store: HistoryStore, nightly: Nightly, url, say: Progress) -> EntryResult:
+    assert job.plan is not None
     try:
-        _, recorded = build_and_record(p, say, url=url, source_name=entry.source)
+        _, recorded = build_and_record(job.plan, say, url=url, source_name=job.entry.source)
     except BuildInterrupted:
         raise
     except OptpipeError as exc:
-        return EntryResult(entry, FAILED, f"build failed: {exc}", fp)
-    row = store.get(recorded.id) if recorded else None
+        return EntryResult(job.entry, FAILED, f"build failed: {exc}", job.fingerprint)
+    return _finish(job, recorded.id if recorded else None, store, nightly)
+
+
+def _build_on_ray(ray, pending: list[tuple[int, Pending]], slots: list, store: HistoryStore, nightly: Nightly, say) -> None:
+    """Every pending build as one Ray task; each is recorded here, from its manifest, as it finishes."""
+    from optpipe.nightly import ray_executor
+
+    jobs = {}
+    for i, job in pending:
+        name = f"{job.entry.source}/{Path(job.entry.recipe_file).stem}"
+        name = name if name not in jobs else f"{name} ({job.entry.recipe_file})"  # two recipes of one stem
+        jobs[name] = (i, job)
+        say("phase", f"{name}: forecasting its needs")
+    dispatched = [
+        ray_executor.Job(
+            name,
+            job.entry.recipe.model_dump(mode="json"),
+            job.entry.recipe_file,
+            num_gpus=_num_gpus(job.entry),
+            memory_bytes=_memory_bytes(job.entry),
+        )
+        for name, (_, job) in jobs.items()
+    ]
+    for done, outcome in ray_executor.run_jobs(ray, dispatched, say):
+        i, job = jobs[done.name]
+        say("phase", f"{done.name}: finished on {outcome.node or 'no node'}" + (f" ({outcome.error})" if outcome.error else ""))
+        recorded = None
+        if outcome.manifest_json is not None:
+            try:
+                manifest = Manifest.model_validate_json(outcome.manifest_json)
+                recorded = store.record(manifest, Path(outcome.output_dir), job.entry.source)
+            except (ValueError, OptpipeError) as exc:
+                say(
+                    "note",
+                    f"{done.name}: not recorded in the history ({exc}); add it with: optpipe history --add {outcome.output_dir}",
+                )
+        if outcome.error is not None:
+            slots[i] = EntryResult(job.entry, FAILED, f"build failed: {outcome.error}", job.fingerprint)
+        else:
+            slots[i] = _finish(job, recorded.id if recorded else None, store, nightly)
+
+
+def _num_gpus(entry: Entry) -> float:
+    """A CUDA target built on CUDA takes one GPU; everything else none."""
+    target = load_target(entry.recipe.target)
+    return 1.0 if target.has_cuda and entry.recipe.device in ("auto", "cuda") else 0.0
+
+
+def _memory_bytes(entry: Entry) -> int:
+    """The forecast's largest candidate peak: what the task reserves (0 where it cannot be forecast)."""
+    from optpipe.build.forecasting import forecast_recipe
+
+    try:
+        _, forecasts = forecast_recipe(entry.recipe, entry.model, load_target(entry.recipe.target), entry.recipe_file)
+    except OptpipeError:
+        return 0
+    return max((f.memory.peak_bytes for f in forecasts if f.memory is not None), default=0)
+
+
+def _finish(job: Pending, recorded_id: int | None, store: HistoryStore, nightly: Nightly) -> EntryResult:
+    """Retain the artifact, compare with the previous finished build."""
+    entry, fp = job.entry, job.fingerprint
+    row = store.get(recorded_id) if recorded_id is not None else None
     if row is None:
         return EntryResult(entry, FAILED, "built, but not recorded in the history (see the warning)", fp)
     if nightly.config.keep_artifacts and row.artifact_dir:
@@ -127,7 +269,7 @@ def _one(entry: Entry, fp: str, store: HistoryStore, nightly: Nightly, url, rebu
             row.id,
             nightly.config.keep_artifacts,
         )
-    res = EntryResult(entry, BUILT, why, fp, build=row)
+    res = EntryResult(entry, BUILT, job.why, fp, build=row)
     res.cached = sum(c.status == "cached" for c in row.candidates)
     res.measured = sum(c.status == "measured" for c in row.candidates)
     res.previous = store.previous(row)

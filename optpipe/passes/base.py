@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from optpipe.errors import PassFailed
+from optpipe.passes import grid as grid_search
 
 if TYPE_CHECKING:
     from optpipe.forecast.candidates import CandidateSpec
@@ -70,10 +71,26 @@ class PassParams(BaseModel):
         description="What to do when the pass cannot run on this target/host: fail the build "
         "before any expensive work, or skip it (the reason goes into the report).",
     )
+    grid: dict[str, list[Any]] | None = Field(
+        None,
+        description="Parameter search: field -> values to try; every combination is a candidate, tried smallest "
+        "predicted size first. Writing a list for a single-valued field (group_size: [32, 64]) means the same.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_to_grid(cls, data: Any) -> Any:
+        return grid_search.lists_to_grid(cls, data)
+
+    @model_validator(mode="after")
+    def _grid_valid(self) -> "PassParams":
+        grid_search.check_grid(self)
+        return self
 
     def chain_params(self) -> dict[str, Any]:
-        """Params that define the result (used for cache keys and the manifest)."""
-        return self.model_dump(mode="json", by_alias=True, exclude={"on_unsupported"})
+        """Params that define the result (used for cache keys and the manifest; a grid point's own
+        values, never the grid)."""
+        return self.model_dump(mode="json", by_alias=True, exclude={"on_unsupported", "grid"})
 
 
 class Pass:
@@ -106,11 +123,17 @@ class Pass:
     @classmethod
     def variants(cls, params: PassParams) -> list[tuple[str, PassParams]]:
         """Alternatives tried in order, each a candidate of its own built from the same parent
-        (e.g. quantization methods: one per entry of `methods`). Most passes have one: themselves."""
-        methods = getattr(params, "methods", None)
-        if cls.variant_label and methods:
-            return [(f"{cls.variant_label}:{m}", params.model_copy(update={"methods": [m]})) for m in methods]
-        return [(cls.name, params)]
+        (e.g. quantization methods: one per entry of `methods`; and one per grid point, passes/grid.py).
+        Most passes have one: themselves."""
+        out: list[tuple[str, PassParams]] = []
+        for point, p in grid_search.expand(params):
+            suffix = grid_search.label_suffix(point)
+            methods = getattr(p, "methods", None)
+            if cls.variant_label and methods:
+                out += [(f"{cls.variant_label}:{m}{suffix}", p.model_copy(update={"methods": [m]})) for m in methods]
+            else:
+                out.append((cls.name + suffix, p))
+        return out
 
     @classmethod
     def apply(cls, candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":

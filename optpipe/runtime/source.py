@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from optpipe.errors import InvalidInputError, Problem
 from optpipe.runtime.dtypes import torch_dtype
 from optpipe.spec.model_source import ResolvedModel
 
@@ -19,17 +20,39 @@ def load_model(resolved: ResolvedModel, dtype: str | None = None):
         kwargs["revision"] = resolved.revision
     if resolved.gguf_file:
         kwargs["gguf_file"] = resolved.gguf_file
-    tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
     if dtype is None:
         dtype = "fp32" if resolved.gguf_file else "auto"
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.location, dtype="auto" if dtype == "auto" else torch_dtype(dtype), **kwargs
-    )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            resolved.location, dtype="auto" if dtype == "auto" else torch_dtype(dtype), **kwargs
+        )
+    except OSError as exc:
+        if resolved.kind != "hub":
+            raise
+        raise _hub_unavailable(resolved, exc) from None
     if resolved.gguf_file:
         _forget_gguf_origin(model)
     model.eval()
     _fix_generation_eos(model, tokenizer)
     return model, tokenizer
+
+
+def _hub_unavailable(resolved: ResolvedModel, exc: OSError) -> InvalidInputError:
+    """A hub model neither reachable nor in the local hub cache: a plain message, not transformers' traceback."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InvalidInputError(
+        [
+            Problem(
+                "<recipe>",
+                None,
+                "model.source",
+                resolved.location,
+                f"cannot load {resolved.location}@{resolved.revision or 'main'} from the hub or the local hub cache "
+                f"({first}); point model.source at a local copy of the model (config.json + *.safetensors)",
+            )
+        ]
+    )
 
 
 def _forget_gguf_origin(model) -> None:

@@ -68,6 +68,26 @@ class EvaluationSettings(Strict):
         return v
 
 
+class SearchSettings(Strict):
+    """How much evaluation and how many candidates a build may spend (docs/search.md)."""
+
+    early_stop: bool = Field(
+        False,
+        description="Evaluate candidates in chunks and stop as soon as a confidence sequence puts an accuracy line "
+        "wholly inside or outside the budget. Off by default: figures from a fixed item set compare night to night.",
+    )
+    min_items: int = Field(100, ge=20, description="HellaSwag items before the first look.")
+    chunk_items: int = Field(50, ge=10, description="HellaSwag items between looks.")
+    min_windows: int = Field(8, ge=4, description="Perplexity windows before the first look.")
+    chunk_windows: int = Field(4, ge=1, description="Perplexity windows between looks.")
+    max_candidates: int | None = Field(
+        None, ge=1, description="Stop building after this many candidates (the baseline not counted); the rest are 'not run'."
+    )
+    max_minutes: float | None = Field(
+        None, gt=0, description="Start no new candidate after this many minutes of the build (a resumed build counts anew)."
+    )
+
+
 class BenchmarkSettings(Strict):
     prompt_tokens: int = Field(128, ge=1)
     new_tokens: int = Field(64, ge=2)

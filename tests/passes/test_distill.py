@@ -72,9 +72,18 @@ D.apply(load_candidate(sys.argv[1]), params, pass_context(Path(sys.argv[3]), per
 
 
 @pytest.mark.slow
-def test_resume_after_kill_continues_from_the_checkpoint(pair, tmp_path):
+def test_resume_after_kill_continues_from_the_checkpoint(pair, tmp_path, capsys):
+    """SIGKILL of the process running the distillation, then the same distillation again: it starts at the
+    last complete checkpoint and runs only the remaining steps."""
+    import re
+
+    from optpipe.evaluate.data import wikitext_test
+
     student_dir, teacher_dir = pair
-    params = D.Params(teacher=str(teacher_dir), steps=40, checkpoint_every=5, **FAST)
+    text = tmp_path / "calibration.txt"  # a short file: tokenizing the whole WikiText twice costs more than training
+    text.write_text(wikitext_test()[-60_000:])
+    fast = FAST | dict(calibration="file", calibration_file=str(text))
+    params = D.Params(teacher=str(teacher_dir), steps=40, checkpoint_every=5, **fast)
     env = dict(os.environ, PYTHONPATH=str(REPO))
     cmd = [sys.executable, "-c", WORKER, str(student_dir), params.model_dump_json(by_alias=True), str(tmp_path)]
     proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -94,10 +103,14 @@ def test_resume_after_kill_continues_from_the_checkpoint(pair, tmp_path):
     assert saved is not None, proc.stderr.read().decode()[-2000:]
     assert saved < 40  # killed mid-run, not after the end
 
+    capsys.readouterr()
     out = D.apply(load_candidate(student_dir), params, pass_context(tmp_path, perplexity_tokens=600))
     rec = out.settings.distill
     assert rec["resumed_from_step"] >= saved and rec["resumed_from_step"] % 5 == 0
     assert rec["steps"] == 40
+    logged = [int(m) for m in re.findall(r"distill step (\d+)/40", capsys.readouterr().err)]
+    assert logged and min(logged) > rec["resumed_from_step"]  # only the remaining steps ran
+    assert len(logged) == (40 - rec["resumed_from_step"]) // 5
     assert prior > 0 and rec["seconds"] >= prior  # the time spent before the kill still counts toward minutes
 
 
@@ -144,3 +157,56 @@ def test_prune_then_distill_from_the_baseline_in_a_build(tiny_model_dir, tmp_pat
     assert distill["teacher"].startswith("baseline") and distill["steps"] == 3
     assert "prune" in runtime["distill"]  # the student's own pruning is still on record
     assert not (out / "work").exists()
+
+
+def test_a_2to4_sparse_student_is_refused_before_training(tiny_candidate, tmp_path):
+    """Training updates every weight: the 2:4 pattern would be lost, so distill says so instead."""
+    from optpipe.errors import PassFailed
+
+    sparse = tiny_candidate.with_settings(prune={"method": "sparse24", "pattern": "2:4"})
+    with pytest.raises(PassFailed, match="2:4"):
+        D.apply(sparse, D.Params(steps=1), pass_context(tmp_path, perplexity_tokens=600))
+
+
+SMOLLM2_PRUNE_DISTILL = """  - pass: prune
+    methods: [depth]
+    depth_blocks: 0.25
+    calibration_samples: 4
+    calibration_seq_len: 64
+  - pass: distill
+    steps: 6
+    temperature: 1.0
+    learning_rate: 2.0e-4
+    warmup_steps: 1
+    batch_size: 2
+    calibration_samples: 64
+    calibration_seq_len: 128
+    gradient_checkpointing: false
+"""
+
+
+@pytest.mark.slow
+def test_prune_then_distill_the_bundled_smollm2_end_to_end(bundled_model, tmp_path):
+    """The real model through a real build (what recipes/cpu-prune.yaml does, scaled down to minutes): 8 of
+    30 blocks dropped, the student distilled from the GGUF baseline, and a few steps already pull its
+    output distribution back toward the baseline's."""
+    from optpipe.build.engine import build
+    from optpipe.build.recipe import parse_recipe
+    from tests.conftest import read_manifest, tiny_recipe_text
+
+    out = tmp_path / "out"
+    text = tiny_recipe_text("smollm2-135m", out, SMOLLM2_PRUNE_DISTILL, stop="best").replace(
+        "hellaswag_items: 12", "hellaswag_items: 8"
+    )
+    build(parse_recipe(text))
+    by_name = {c["name"]: c for c in read_manifest(out)["candidates"]}
+    assert list(by_name) == ["baseline", "prune:depth", "distill"]
+    pruned, distilled = by_name["prune:depth"]["measurements"], by_name["distill"]["measurements"]
+    prune_rec = pruned["runtime"]["prune"]
+    assert prune_rec["blocks_before"] == 30 and len(prune_rec["blocks_dropped"]) == 8
+    assert distilled["parameters"] == prune_rec["params_after"] < prune_rec["params_before"]
+    rec = distilled["runtime"]["distill"]
+    assert rec["teacher"].startswith("baseline") and rec["steps"] == 6 and rec["tokens"] == 6 * 2 * 128
+    assert distilled["kl"]["mean"] < pruned["kl"]["mean"], (pruned["kl"], distilled["kl"])
+    assert distilled["perplexity"]["ppl"] < pruned["perplexity"]["ppl"]
+    assert not (out / "work").exists() and not any((out / ".cache").glob("resume/distill-*"))

@@ -136,3 +136,47 @@ def test_sparse24_keeps_the_two_largest_of_every_four_and_is_refused_where_it_ca
     (why,) = P.requirements(P.Params(methods=["sparse24"]), load_target("cpu-x86"), cpu_host)
     assert "compute capability >= 8.0" in why and "same size on disk" in why
     assert P.requirements(P.Params(methods=["depth", "width"]), load_target("cpu-x86"), cpu_host) == []
+
+
+@pytest.mark.parametrize("method", ["depth", "width"])
+def test_plan_forecasts_the_pruned_size_not_the_parents(tiny_model_dir, tiny_candidate, tmp_path, method):
+    """How much depth/width remove is known from the config alone: the forecast's weight bytes are the
+    pruned model's, exactly (fp32: 4 bytes a parameter), before any calibration runs."""
+    from optpipe.evaluate.data import wikitext_test
+    from optpipe.forecast import CandidateSpec, forecast_chain
+    from optpipe.forecast.shape import read_hf_directory
+
+    text = tmp_path / "calibration.txt"  # a short file: the importance scores are not what is tested here
+    text.write_text(wikitext_test()[-20_000:])
+    P = get_pass("prune")
+    kw = dict(depth_blocks=1, width_fraction=0.25, heads_fraction=0.5, calibration="file", calibration_file=str(text))
+    ((_, vparams),) = P.variants(P.Params(methods=[method], **kw))
+    parent = CandidateSpec(name="baseline", dtype="fp32")
+    shape = read_hf_directory(tiny_model_dir)
+    base, pruned = forecast_chain(shape, [parent, P.weights_after(vparams, parent)], 16, 8, device="cpu")
+    out = P.apply(tiny_candidate, vparams, pass_context(tmp_path, perplexity_tokens=600))
+    assert pruned.memory.weight_bytes == 4 * out.settings.prune["params_after"] < base.memory.weight_bytes
+    if method == "depth":  # one of two blocks: half the KV cache
+        assert pruned.memory.kv_cache_bytes * 2 == base.memory.kv_cache_bytes
+    sparse = P.variants(P.Params(methods=["sparse24"]))[0][1]
+    assert P.weights_after(sparse, parent) == parent  # zeros stored dense: same size
+
+
+def test_sparse24_speed_bench_smoke_runs_the_pass_code_path(capsys):
+    """bench/sparse24_speed.py (the lead's GPU run) in its CPU smoke mode: dense and 2:4 measured, the
+    masks from the prune pass's sparse24, and the reason the sparse kernels did not run here."""
+    import importlib.util
+    import json
+
+    from tests.conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("sparse24_speed", REPO / "bench" / "sparse24_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--smoke"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["mask"]["decoder_linear_sparsity"] == 0.5 and out["sparse_kernels"] is False
+    assert "CUDA" in out["why_not_sparse"]
+    for variant in ("dense", "sparse24"):
+        assert out[variant]["decode"]["tok_s"]["mean"] > 0 and out[variant]["prefill_64"]["tok_s"] > 0
+    assert set(out["speedup"]) == {"decode", "prefill_32", "prefill_64"}

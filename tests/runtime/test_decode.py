@@ -111,6 +111,26 @@ def test_fused_step_matches_eager(kind, attention):
         assert torch.equal(model(ids).logits, before)  # the model itself is unchanged
 
 
+def test_fused_step_holds_what_it_reads_as_module_buffers():
+    """The compiled step reads its KV cache, fused weights and tables through module buffers (Dynamo
+    then guards them by the buffer dict's tag, not tensor by tensor); a plain-weight model gets a
+    compiled prefill, and nothing is copied."""
+    from optpipe.runtime.fused_decode import FusedStepDecoder
+
+    model = _tiny("llama")
+    decoder = FusedStepDecoder(model, max_cache_len=32, mode=None)
+    assert decoder.compile_prefill  # no int4 weights: the prefill is worth compiling
+    greedy(decoder, torch.randint(0, 384, (1, 8)), 2)
+    core = decoder.core
+    buffers = {id(b) for b in core.buffers()}
+    held = core.held[0]
+    for t in (held.k_cache, held.v_cache, held.qkv_weight, held.gate_up_weight, core.cos, core.positions):
+        assert id(t) in buffers
+    attn = model.model.layers[0].self_attn
+    assert held.qkv_weight.data_ptr() == attn.q_proj.weight.data_ptr()  # the buffer is the fused weight itself
+    assert held.int4("q") is None and core.head.int4("lm_head") is None
+
+
 def test_fused_model_saves_and_reloads(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -166,6 +186,12 @@ def test_fused_step_runs_torchao_int4_through_tinygemm_on_plain_tensors(tmp_path
     layer0 = fused.core.int4[0]
     assert set(layer0) == {"q", "k", "v", "o", "gate", "up", "down"} and fused.core.head_int4 is not None
     assert layer0["q"][0].data_ptr() == model.model.layers[0].self_attn.q_proj.weight.qdata.data_ptr()  # no copy
+    qkv, gate_up = fused.core.held[0].int4("qkv"), fused.core.held[0].int4("gate_up")
+    assert qkv is not None and gate_up is not None  # one tinygemm call each for q|k|v and gate|up
+    assert layer0["q"][0].data_ptr() == qkv[0].data_ptr()  # the module's 4-bit data is a view of the fused tensor
+    assert layer0["v"][0].data_ptr() + layer0["v"][0].nbytes == qkv[0].data_ptr() + qkv[0].nbytes
+    separate = FusedStepDecoder(model, max_cache_len=48, mode=None, fuse_int4=False)
+    assert torch.equal(greedy(separate, ids, 16), greedy(fused, ids, 16))
     model.save_pretrained(tmp_path / "int4")
     again = AutoModelForCausalLM.from_pretrained(tmp_path / "int4", device_map="cuda", dtype=torch.bfloat16).eval()
     reloaded = FusedStepDecoder(again, max_cache_len=48, mode="reduce-overhead")

@@ -91,6 +91,10 @@ def distill(candidate, params, ctx):
 
     if candidate.settings.quantization or candidate.settings.format != "transformers":
         raise PassFailed("distill trains a dense transformers model: put it before quantize / onnx_export")
+    if (candidate.settings.prune or {}).get("method") == "sparse24":
+        raise PassFailed(
+            "distill would refill a 2:4-sparse model's zeros (training does not keep the mask): distill before sparse24"
+        )
     student = candidate.model
     teacher, teacher_name = load_teacher(params, ctx, student)
     lmap = layer_map(candidate.settings.prune, student, teacher) if params.hidden_weight > 0 else None

@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from optpipe.forecast.pruning import blocks_to_drop, channels_to_keep, kv_groups_to_keep
 from optpipe.passes.base import Pass, PassParams
 
 Method = Literal["depth", "width", "sparse24"]
@@ -54,21 +55,6 @@ class PruneParams(PassParams):
         if self.calibration == "file" and not self.calibration_file:
             raise ValueError("calibration: file needs calibration_file (a UTF-8 text file)")
         return self
-
-
-def blocks_to_drop(n_layers: int, depth_blocks: float) -> int:
-    k = int(depth_blocks) if depth_blocks >= 1 else round(n_layers * depth_blocks)
-    if not 1 <= k < n_layers:
-        raise ValueError(f"depth_blocks={depth_blocks:g} drops {k} of {n_layers} blocks: keep at least one, drop at least one")
-    return k
-
-
-def channels_to_keep(n: int, fraction: float, multiple: int = 8) -> int:
-    """Kept count, rounded to a multiple of 8 where the layer allows (friendlier matmul shapes)."""
-    keep = n - round(n * fraction)
-    if keep > multiple:
-        keep = max(multiple, round(keep / multiple) * multiple)
-    return max(1, keep)
 
 
 class Prune(Pass):
@@ -119,8 +105,18 @@ class Prune(Pass):
 
     @classmethod
     def weights_after(cls, params, parent):
-        # CandidateSpec carries no shape: the forecast keeps the parent's size (an upper bound for a pruned model)
-        return parent
+        """depth and width know how much they remove from the config alone: the forecast shrinks the shape;
+        sparse24 keeps every shape (zeros stored dense)."""
+        from optpipe.forecast.pruning import PruneSpec
+
+        (method,) = params.methods
+        if method == "depth":
+            spec = PruneSpec(depth_blocks=params.depth_blocks)
+        elif method == "width":
+            spec = PruneSpec(width_fraction=params.width_fraction, heads_fraction=params.heads_fraction)
+        else:
+            return parent
+        return parent.model_copy(update={"prunes": (*parent.prunes, spec)})
 
 
 def _depth(model, ids, params):
@@ -162,9 +158,7 @@ def _width(model, ids, params):
     if heads:
         head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         group_heads = cfg.num_attention_heads // cfg.num_key_value_heads
-        kv_keep = cfg.num_key_value_heads - round(cfg.num_key_value_heads * params.heads_fraction)
-        if kv_keep < 1:
-            raise ValueError(f"heads_fraction={params.heads_fraction} removes all {cfg.num_key_value_heads} KV groups")
+        kv_keep = kv_groups_to_keep(cfg.num_key_value_heads, params.heads_fraction)
         group_keep = {
             i: head_group_scores(
                 layer.self_attn.o_proj.weight, norms[f"model.layers.{i}.self_attn.o_proj"], head_dim, group_heads

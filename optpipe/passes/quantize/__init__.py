@@ -16,6 +16,7 @@ quantization integration, so the saved candidate is a standard checkpoint with a
 | torchao-int4-gemlite | torchao HQQ int4 (group size param) packed for gemlite's Triton GEMV kernels | CUDA, with gemlite |
 | gptq-4bit | GPTQ in gptq.py (plain torch), compressed-tensors checkpoint | CPU and CUDA |
 | awq-4bit | AutoRound's AWQ (auto-round), compressed-tensors checkpoint | CPU and CUDA |
+| mixed-precision | per-layer int4 / int8 / dense from measured sensitivity (mixed.py), compressed-tensors | CPU and CUDA |
 
 GPTQ and AWQ are calibrated (calibration.py in this folder): by default on a held-out slice from the end of
 the shipped WikiText-2 test text, disjoint from the tokens perplexity scores, or on a text file. They
@@ -29,6 +30,7 @@ hard-coded device list.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,12 +42,16 @@ from optpipe.passes.base import Pass, PassParams
 from optpipe.passes.quantize.calibrated import apply_calibrated
 from optpipe.passes.quantize.methods import (
     CALIBRATED,
+    MIXED,
     Method,
     calibration_requirements,
     method_dtype,
     method_requirements,
     quantization_config,
 )
+from optpipe.passes.quantize.mixed import MixedPrecisionSettings
+
+GROUPED = ("torchao-int4wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit", MIXED)  # methods group_size applies to
 
 
 class QuantizeParams(PassParams):
@@ -68,6 +74,9 @@ class QuantizeParams(PassParams):
     calibration_file: str | None = Field(None, description="UTF-8 text file for calibration: file.")
     calibration_samples: int = Field(32, ge=1, description="GPTQ/AWQ calibration sequences.")
     calibration_seq_len: int = Field(512, ge=16, description="Tokens per calibration sequence.")
+    mixed_precision: MixedPrecisionSettings = Field(
+        MixedPrecisionSettings(), description="Method mixed-precision: formats a layer may take and the KL limit."
+    )
 
     def chain_params(self):
         """Calibration fields define only calibrated methods' results (bnb/torchao chains stay as they were)."""
@@ -77,6 +86,8 @@ class QuantizeParams(PassParams):
         if not any(m in CALIBRATED for m in self.methods):
             for k in ("calibration", "calibration_file", "calibration_samples", "calibration_seq_len"):
                 out.pop(k, None)
+        if MIXED not in self.methods:
+            out.pop("mixed_precision", None)  # defines only the mixed method's result
         return out
 
     @model_validator(mode="after")
@@ -98,6 +109,26 @@ class Quantize(Pass):
         "bitsandbytes or torchao (extra 'quant'); int4/float8 need CUDA (float8: cc >= 8.9); "
         "GPTQ: compressed-tensors; AWQ: auto-round + compressed-tensors"
     )
+
+    @classmethod
+    def variants(cls, params):
+        """Each method at each grid point, less the points a method ignores: group_size matters to int4
+        methods only, compute_dtype / double_quant to bitsandbytes 4-bit only (one int8 candidate, not one
+        per group size)."""
+        seen, out = set(), []
+        for label, v in super().variants(params):
+            (method,) = v.methods
+            chain = v.chain_params()
+            if method not in GROUPED:
+                chain.pop("group_size", None)
+            if method not in ("bnb-nf4", "bnb-fp4"):
+                chain.pop("compute_dtype", None)
+                chain.pop("double_quant", None)
+            key = json.dumps(chain, sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append((label, v))
+        return out
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:
@@ -122,6 +153,10 @@ class Quantize(Pass):
         from optpipe.runtime.torch_candidate import TorchCandidate
 
         (method,) = params.methods
+        if method == MIXED:
+            from optpipe.passes.quantize.mixed_apply import apply_mixed
+
+            return apply_mixed(candidate, params, ctx)
         if method in CALIBRATED:
             return apply_calibrated(candidate, params, method, ctx.evaluation.perplexity_tokens)
         settings = candidate.settings
@@ -158,6 +193,8 @@ class Quantize(Pass):
     @classmethod
     def weights_after(cls, params, parent):
         (method,) = params.methods
+        if method == MIXED:
+            return None  # its size is chosen at build time, from measured sensitivities
         return parent.model_copy(
             update={
                 "dtype": method_dtype(method, parent.dtype),

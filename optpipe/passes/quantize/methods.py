@@ -11,8 +11,9 @@ from typing import Literal
 from optpipe.forecast.formats import METHODS
 
 # The methods are the weight formats the forecast knows (optpipe/forecast/formats.py): one list.
-Method = Literal[METHODS]  # type: ignore[valid-type]
-CALIBRATED = ("gptq-4bit", "awq-4bit")
+MIXED = "mixed-precision"  # per-layer int4 / int8 / dense from measured sensitivity (mixed.py); not a single format
+Method = Literal[METHODS + (MIXED,)]  # type: ignore[valid-type]
+CALIBRATED = ("gptq-4bit", "awq-4bit", MIXED)
 
 
 def _has(module: str) -> bool:
@@ -52,9 +53,9 @@ def method_requirements(method: str, target, env) -> list[str]:
                 reasons.append(f"float8 needs a GPU with compute capability >= 8.9 (host: {cc or 'no GPU'})")
             if target.compute_capability and float(target.compute_capability) < 8.9:
                 reasons.append(f"target {target.name} (cc {target.compute_capability}) has no float8 support")
-    elif method in ("gptq-4bit", "awq-4bit"):
+    elif method in ("gptq-4bit", "awq-4bit", MIXED):
         if not env.has_package("compressed-tensors"):
-            reasons.append("needs compressed-tensors, the checkpoint format GPTQ/AWQ write (pip install 'optpipe[quant]')")
+            reasons.append(f"needs compressed-tensors, the checkpoint format {method} writes (pip install 'optpipe[quant]')")
         if method == "awq-4bit" and not env.has_package("auto-round"):
             reasons.append("needs auto-round, whose AWQ implementation it runs (pip install 'optpipe[quant]')")
     return reasons
