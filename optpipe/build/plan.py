@@ -318,6 +318,9 @@ def plan(recipe: Recipe, recipe_file: str | Path = NO_FILE, env: HostEnv | None 
     planned = []
     for i, params in enumerate(recipe.passes):
         pp, pass_problems = _plan_pass(i + 1, params, target, env, recipe_file)
+        if model is not None and params.on_unsupported == "fail":
+            why = get_pass(params.kind).model_requirements(params, model)
+            pass_problems += [Problem(recipe_file, None, f"passes[{i}] ({params.kind})", MISSING, r) for r in why]
         planned.append(pp)
         problems += pass_problems
     if problems:

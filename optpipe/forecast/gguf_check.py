@@ -125,3 +125,31 @@ def _check_gguf(path_name: str, size: int, _mtime_ns: int) -> None:
             end = data_start + offset + nbytes
             if end > size:
                 raise GGUFError(f"truncated: tensor {name} ends at byte {end:,} but the file has {size:,} bytes")
+
+
+def read_header(path: str | Path) -> tuple[dict[str, str], list[str]]:
+    """A GGUF's string metadata (e.g. general.architecture) and tensor names, read by the same walk
+    (arrays such as the vocabulary are skipped, not decoded): what gguf_export needs in well under a
+    second where GGUFReader takes ~8 s on the bundled model."""
+    with Path(path).open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+        if buf[:4] != MAGIC:
+            raise GGUFError(f"no GGUF magic (starts with {bytes(buf[:4])!r})")
+        endian = ">" if struct.unpack_from("<I", buf, 4)[0] & 0xFFFF == 0 else "<"
+        cur = _Cursor(buf, endian)
+        cur.pos = 8
+        n_tensors = cur.unpack("Q", "tensor count")
+        n_kv = cur.unpack("Q", "metadata count")
+        strings: dict[str, str] = {}
+        for i in range(n_kv):
+            key = cur.string(f"metadata key {i}")
+            vtype = cur.unpack("I", f"type of {key}")
+            if vtype == _STRING:
+                strings[key] = cur.string(key)
+            else:
+                cur.skip_value(vtype, key)
+        names = []
+        for i in range(n_tensors):
+            names.append(cur.string(f"tensor name {i}"))
+            n_dims = cur.unpack("I", "dims")
+            cur.take(8 * n_dims + 4 + 8, "tensor info")  # shape, type, offset
+        return strings, names

@@ -38,6 +38,8 @@ def _weights(runtime: dict[str, Any]) -> str:
         weights = runtime["quantization"]
     if runtime.get("onnx"):
         weights = f"onnx {runtime['onnx'].get('method', '')}"
+    if runtime.get("gguf"):
+        weights = f"gguf {runtime['gguf'].get('type', '')}" + (" +imatrix" if runtime["gguf"].get("imatrix") else "")
     if runtime.get("compile"):
         weights += " +compile"
     return weights

@@ -115,6 +115,12 @@ class Pass:
         return []
 
     @classmethod
+    def model_requirements(cls, params: PassParams, model: "ResolvedModel") -> list[str]:
+        """Reasons this pass cannot run on the recipe's model (e.g. an architecture it does not know),
+        checked at plan time beside `requirements`; empty when it can. Must be cheap."""
+        return []
+
+    @classmethod
     def variants(cls, params: PassParams) -> list[tuple[str, PassParams]]:
         """Alternatives tried in order, each a candidate of its own built from the same parent
         (e.g. quantization methods: one per entry of `methods`; and one per grid point, passes/grid.py).

@@ -13,6 +13,7 @@ from optpipe.runtime.candidate import Candidate, RuntimeSettings, check_saved_mo
 LOADERS = {
     "transformers": "optpipe.runtime.torch_candidate:load",
     "onnx": "optpipe.runtime.onnx_candidate:load",
+    "gguf": "optpipe.runtime.gguf_candidate:load",
 }
 
 

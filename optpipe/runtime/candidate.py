@@ -35,6 +35,7 @@ class RuntimeSettings:
     onnx: dict[str, Any] | None = None  # format "onnx": {"optimization", "quantization", "exporter"}
     prune: dict[str, Any] | None = None  # prune pass: method, blocks dropped / channels kept, params before/after
     distill: dict[str, Any] | None = None  # distill pass: teacher, steps, tokens, final loss, calibration
+    gguf: dict[str, Any] | None = None  # format "gguf": type, converter, imatrix, llama.cpp threads/batch/context
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
@@ -44,7 +45,15 @@ class RuntimeSettings:
 
 
 _TEXT_FIELDS = ("format", "dtype", "attn_implementation", "device")
-_OPTIONAL = {"compile": dict, "quantization": str, "calibration": dict, "onnx": dict, "prune": dict, "distill": dict}
+_OPTIONAL = {
+    "compile": dict,
+    "quantization": str,
+    "calibration": dict,
+    "onnx": dict,
+    "prune": dict,
+    "distill": dict,
+    "gguf": dict,
+}
 
 
 def read_settings(directory: str | Path) -> RuntimeSettings:
@@ -114,6 +123,8 @@ def _missing_weights(d: Path, settings: RuntimeSettings) -> list[str]:
     """Weight files the directory should have and does not (an empty list when all are there)."""
     if settings.format == "onnx":
         return [] if any(d.glob("*.onnx")) else ["model.onnx"]
+    if settings.format == "gguf":
+        return [] if any(d.glob("*.gguf")) else ["model.gguf"]
     missing: list[str] = []
     for index in sorted(d.glob("*.index.json")):  # sharded checkpoints name their shards
         try:

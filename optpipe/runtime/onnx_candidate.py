@@ -16,6 +16,8 @@ from typing import Any
 from optpipe.runtime.candidate import RuntimeSettings, ScoringModel
 
 ONNX_FILE = "model.onnx"
+# provider -> onnxruntime execution providers, first choice first (CUDA nodes ORT cannot place run on the CPU EP)
+PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
 LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
@@ -110,7 +112,13 @@ class OnnxCandidate:
 
     def open(self) -> "OnnxCandidate":
         onnx = self.settings.onnx or {}
-        self.session = make_session(self.directory / ONNX_FILE, onnx.get("optimization", "all"))
+        provider = onnx.get("provider", "cpu")
+        self.session = make_session(self.directory / ONNX_FILE, onnx.get("optimization", "all"), PROVIDERS[provider])
+        if self.session.get_providers()[0] != PROVIDERS[provider][0]:  # ORT falls back to the CPU silently
+            raise RuntimeError(
+                f"onnxruntime did not start {PROVIDERS[provider][0]} (has {self.session.get_providers()}): "
+                "install onnxruntime-gpu matching this CUDA, or use provider: cpu"
+            )
         return self
 
     def decoder(self) -> OrtDecoder:
