@@ -24,6 +24,7 @@ def recipe(model_dir, out, passes=PASSES, goals="{max_size_gb: 0.0001}", **kw):
     return parse_recipe(tiny_recipe_text(model_dir, out, passes, goals=goals, **kw))
 
 
+@pytest.mark.slow  # a minute or more of tiny builds: CI runs it in its second, slow step
 def test_build_runs_every_candidate_and_reports_not_met(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     res = build(recipe(tiny_model_dir, out))
@@ -108,6 +109,7 @@ def test_failing_pass_keeps_results_and_build_continues(tiny_model_dir, tmp_path
     assert (out / "logs" / "01-precision_cast.error.txt").exists()
 
 
+@pytest.mark.slow  # a minute or more of tiny builds: CI runs it in its second, slow step
 def test_resume_uses_cached_measurements(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     first = build(recipe(tiny_model_dir, out, passes="  - pass: attention\n    implementation: eager\n"))
@@ -151,6 +153,7 @@ def test_gpu_host_not_target_caps_memory_and_projects():
     assert got.memory_cap_gb is None and got.projection is None
 
 
+@pytest.mark.slow  # a minute or more of tiny builds: CI runs it in its second, slow step
 def test_variants_are_alternatives_from_the_same_parent(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     passes = (
