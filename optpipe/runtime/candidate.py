@@ -190,3 +190,19 @@ def weights_size_bytes(directory: str | Path) -> int:
         for p in Path(directory).rglob("*")
         if p.is_file() and (p.suffix in WEIGHT_SUFFIXES or p.name.endswith(".onnx_data"))
     )
+
+
+def place_export(source: Path, directory: str | Path, temporary: bool) -> Path:
+    """Put an exported candidate's files (ONNX, GGUF) in `directory`: a fresh, temporary export is moved
+    (no copy of GBs), a saved one copied; returns where the files now are."""
+    import shutil
+
+    directory = Path(directory)
+    if directory.resolve() != source.resolve():
+        if directory.exists():
+            shutil.rmtree(directory)
+        if temporary:
+            shutil.move(str(source), directory)
+        else:
+            shutil.copytree(source, directory)
+    return directory

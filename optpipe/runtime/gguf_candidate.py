@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optpipe.runtime.candidate import RuntimeSettings, ScoringModel
+from optpipe.runtime.candidate import RuntimeSettings, ScoringModel, place_export
 
 GGUF_FILE = "model.gguf"
 DEFAULT_CONTEXT = 2048
@@ -168,17 +168,11 @@ class GgufCandidate:
         return GgufCandidate(self.directory, self.tokenizer, replace(self.settings, **changes), self.llm, self.temporary)
 
     def save(self, directory: str | Path) -> Path:
-        import shutil
-
-        directory = Path(directory)
-        if directory.resolve() != self.directory.resolve():
-            if directory.exists():
-                shutil.rmtree(directory)
-            if self.temporary:
-                shutil.move(str(self.directory), directory)
-                self.directory, self.temporary = directory, False
-            else:
-                shutil.copytree(self.directory, directory)
+        """Move (a fresh export) or copy the exported files into `directory`, then write the runtime settings."""
+        moved = self.temporary and Path(directory).resolve() != self.directory.resolve()
+        directory = place_export(self.directory, directory, self.temporary)
+        if moved:  # the temporary export now lives there
+            self.directory, self.temporary = directory, False
         self.settings.write(directory)
         return directory
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from optpipe.runtime.candidate import RuntimeSettings, ScoringModel
+from optpipe.runtime.candidate import RuntimeSettings, ScoringModel, place_export
 
 ONNX_FILE = "model.onnx"
 # provider -> onnxruntime execution providers, first choice first (CUDA nodes ORT cannot place run on the CPU EP)
@@ -154,18 +154,11 @@ class OnnxCandidate:
         return OnnxCandidate(self.directory, self.tokenizer, replace(self.settings, **changes), self.session, self.temporary)
 
     def save(self, directory: str | Path) -> Path:
-        """Copy the exported files (if elsewhere) and write the runtime settings."""
-        import shutil
-
-        directory = Path(directory)
-        if directory.resolve() != self.directory.resolve():
-            if directory.exists():
-                shutil.rmtree(directory)
-            if self.temporary:  # a fresh export: move it, don't copy GBs
-                shutil.move(str(self.directory), directory)
-                self.directory, self.temporary = directory, False
-            else:
-                shutil.copytree(self.directory, directory)
+        """Move (a fresh export) or copy the exported files into `directory`, then write the runtime settings."""
+        moved = self.temporary and Path(directory).resolve() != self.directory.resolve()
+        directory = place_export(self.directory, directory, self.temporary)
+        if moved:  # the temporary export now lives there
+            self.directory, self.temporary = directory, False
         self.settings.write(directory)
         return directory
 
