@@ -58,6 +58,7 @@ def assert_gone(proc: psutil.Process, within: float = 5) -> None:
         pytest.fail(f"measurement worker {proc.pid} still running {within} s after its build ended")
 
 
+@pytest.mark.slow  # three kills of builds that measure for minutes: CI runs it in its second, slow step
 def test_sigkill_then_concurrent_then_sigint(tiny_model_dir, tmp_path):
     out = tmp_path / "out"
     recipe = tmp_path / "slow.yaml"

@@ -56,6 +56,7 @@ def test_real_build_of_default_recipe(tmp_path):
     assert "Paris" in text
 
 
+@pytest.mark.slow  # minutes of real SmolLM2 quantization (GPTQ calibration): CI runs it in its second, slow step
 def test_real_quantization_build_int8_and_gptq(tmp_path):
     """The bundled SmolLM2 through a real quantize build: torchao int8 weight-only and GPTQ int4
     (calibrated on held-out WikiText-2), each its own candidate from the fp32 parent, checkpoints

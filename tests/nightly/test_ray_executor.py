@@ -56,6 +56,7 @@ def rows(url):
         store.close()
 
 
+@pytest.mark.slow  # a local Ray cluster and three tiny builds, about a minute: CI runs it in its second, slow step
 def test_ray_builds_in_parallel_and_records_the_local_executors_rows(two_sources):
     pytest.importorskip("ray", reason="ray is not installed (pip install 'optpipe[ray]')")
     tmp = two_sources
