@@ -44,8 +44,6 @@ def unsupported_reason(model, max_cache_len: int) -> str | None:
 
 
 def _plain(weight) -> bool:
-    import torch
-
     return type(weight.data) is torch.Tensor and weight.dtype in (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -54,8 +52,6 @@ def fuse_linears(linears) -> tuple[Any, Any] | None:
     become views of the result. Returns (weight, bias|None), or None when a weight is quantized.
     A second decoder over the same model fuses again (one copy, the old storage is freed): cheap
     next to compiling, and never stale after the model's weights were swapped or cast."""
-    import torch
-
     if not all(_plain(lin.weight) for lin in linears):
         return None
     has_bias = [lin.bias is not None for lin in linears]
@@ -89,7 +85,6 @@ def cublas_linear():
     """`optpipe::linear`, F.linear as an opaque custom op (registered once, on first use)."""
     global _cublas_linear
     if _cublas_linear is None:
-        import torch
         import torch.nn.functional as F
 
         # Explicit schema: this module's postponed annotations are strings, which infer_schema refuses.
@@ -146,7 +141,6 @@ def fuse_int4(linears) -> tuple | None:
 
 def tinygemm_linear(x, weight: tuple):
     """y = x W^T for a `tinygemm_weight` tuple; what torchao's linear for that tensor does."""
-    import torch
     import torch.nn.functional as F
 
     qdata, scale_and_zero, group, n_out, k_in = weight[:5]
@@ -164,8 +158,6 @@ def _large(weight) -> bool:
 
 
 def _rotate_half(x):
-    import torch
-
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
@@ -342,8 +334,6 @@ class FusedStep(torch.nn.Module):
     # -- the two entry points --------------------------------------------------------------
     def step(self, token, pos):
         """One token per sequence at position `pos` (a 1-element tensor); returns the argmax."""
-        import torch
-
         b = token.shape[0]
         x = self.inner.embed_tokens(token)
         cos, sin = self.cos[pos].view(1, 1, 1, -1), self.sin[pos].view(1, 1, 1, -1)
@@ -432,8 +422,6 @@ class FusedStepDecoder:
             self.name = "fused-step"
 
     def _build(self, batch: int) -> None:
-        import torch
-
         self.core = FusedStep(self.model, self.max_cache_len, batch, self.attention, self.cublas, self.fuse_int4)
         if self.mode is None:
             self._step, self._prefill = self.core.step, self.core.prefill
@@ -450,8 +438,6 @@ class FusedStepDecoder:
         self._prefill = torch.compile(self.core.prefill, mode="default", dynamic=None) if compiled else self.core.prefill
 
     def reset(self, batch: int, max_len: int) -> None:
-        import torch
-
         if max_len > self.max_cache_len:
             raise ValueError(f"sequence of {max_len} tokens exceeds the static cache ({self.max_cache_len}); raise max_cache_len")
         if self.core is None or self.core.batch != batch:
@@ -466,8 +452,6 @@ class FusedStepDecoder:
         return token.clone()
 
     def step(self, token):
-        import torch
-
         if self.mode and hasattr(torch.compiler, "cudagraph_mark_step_begin"):
             torch.compiler.cudagraph_mark_step_begin()
         nxt = self._step(token, self.pos)
