@@ -223,7 +223,8 @@ class OnnxCandidate:
 
 
 def load(directory: str | Path, settings: RuntimeSettings, device: str | None = None) -> OnnxCandidate:
-    """Open a saved ONNX candidate (runs on the CPU execution provider; `device` is not used yet)."""
+    """Open a saved ONNX candidate on the execution provider its settings name (`onnx.provider`: cpu or
+    cuda); `device` is not used: the provider is part of what was built and measured."""
     from transformers import AutoTokenizer
 
     directory = Path(directory)
