@@ -158,3 +158,29 @@ def test_io_binding_setting_reaches_the_decoder(exported):
     assert bound.decoder().device == "cpu"
     cuda = replace(cand.settings, onnx={**cand.settings.onnx, "provider": "cuda"})
     assert cand.with_settings(onnx=cuda.onnx).binding_device() == "cuda"
+
+
+def test_fp16_keeps_rms_norm_statistics_in_fp32(exported, tmp_path):
+    """Activations above 256 square past fp16's 65504; like transformers, the fp16 graph computes the
+    RMSNorm statistics in fp32, so with embeddings scaled to ~400 per element its logits still follow
+    the fp32 graph's (all-fp16 statistics would zero every normed token)."""
+    import onnx
+    from onnx import numpy_helper
+
+    p = get_pass("onnx_export")
+    big = shutil.copytree(exported["fp32"], tmp_path / "big")
+    (big / "optpipe_runtime.json").unlink()
+    model = onnx.load(str(big / "model.onnx"))
+    emb = next(i for i in model.graph.initializer if i.name == "model.embed_tokens.weight")
+    emb.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(emb) * 2e4, emb.name))
+    for f in big.glob("model.onnx*"):
+        f.unlink()
+    onnx.save_model(model, str(big / "model.onnx"), save_as_external_data=True, location="model.onnx_data")
+    tok = load_candidate(exported["fp32"]).tokenizer
+    half = p.from_export(shutil.copytree(big, tmp_path / "half"), tok, p.Params(methods=["fp16"]))
+    ref = p.from_export(big, tok, p.Params(methods=["fp32"]))
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3, 8, 1]])
+    a, b = ref.decoder().logits(ids), half.decoder().logits(ids)
+    assert torch.isfinite(b).all()
+    assert (a - b).abs().max() < 0.02 * a.abs().max()
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
