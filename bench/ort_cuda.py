@@ -186,7 +186,9 @@ def row(label: str, r: dict) -> str:
     ttft = f"{b['ttft_ms']['p50']:.1f}" if b else "-"
     p95 = f"{b['token_latency_ms']['p95']:.2f}" if b else "-"
     if b.get("nvml_process_used_bytes"):
-        mem = f"{b['nvml_process_used_bytes'] / 2**20:.0f} (NVML)"
+        mem = f"{b['nvml_process_used_bytes'] / 2**20:.0f} (NVML process)"
+    elif b.get("nvml_device_used_bytes"):  # NVML cannot see this process (a container's pid namespace)
+        mem = f"{b['nvml_device_used_bytes'] / 2**20:.0f} (NVML device, incl. the parent's context)"
     else:
         mem = f"{b['peak_rss_bytes'] / 2**20:.0f} (RSS)" if b else "-"
     torch_peak = f"{b['cuda_peak_allocated_bytes'] / 2**20:.0f}" if b.get("cuda_peak_allocated_bytes") is not None else "-"

@@ -114,7 +114,14 @@ class OrtDecoder:
         b, s = ids.shape
         tdtype = torch.float16 if self.logits_dtype == self.np.float16 else torch.float32
         logits = torch.empty((b, s, self.vocab), dtype=tdtype, device=torch.device(self.ort_device, self.device_id))
-        bind.bind_output("logits", self.ort_device, self.device_id, self.logits_dtype, list(logits.shape), logits.data_ptr())
+        bind.bind_output(
+            "logits",
+            self.ort_device,
+            self.device_id,
+            element_type=self.logits_dtype,
+            shape=list(logits.shape),
+            buffer_ptr=logits.data_ptr(),
+        )
         names = list(self.past)
         for name in names:  # ORT allocates each present on the device; it becomes the next step's past
             bind.bind_output(name.replace("past_key_values", "present"), self.ort_device, self.device_id)

@@ -184,3 +184,28 @@ def test_fp16_keeps_rms_norm_statistics_in_fp32(exported, tmp_path):
     assert torch.isfinite(b).all()
     assert (a - b).abs().max() < 0.02 * a.abs().max()
     assert torch.equal(a.argmax(-1), b.argmax(-1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_ep_bound_decode_matches_cpu(exported):
+    """On a GPU with onnxruntime-gpu: the CUDA EP session (IO binding, KV cache on the GPU) decodes the
+    CPU EP's tokens for fp32 and stays close in fp16 and int4-fp16 (MatMulNBits' CUDA kernel)."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime without the CUDA EP (install onnxruntime-gpu)")
+    ids = torch.tensor([[5, 17, 42, 7, 99, 3, 8, 1]])
+    for method in ("fp32", "fp16", "int4-fp16", "int4"):
+        cpu = load_candidate(exported[method])
+        gpu = cpu.with_settings(onnx={**cpu.settings.onnx, "provider": "cuda"})
+        gpu.session = None
+        gpu.open()
+        assert gpu.session.get_providers()[0] == "CUDAExecutionProvider" and gpu.device.type == "cuda"
+        dec = gpu.decoder()
+        assert dec.device == "cuda"
+        ref, got = cpu.decoder().logits(ids), dec.logits(ids)
+        assert (ref - got).abs().max() < 0.05 * ref.abs().max(), method
+        if method == "fp32":
+            assert torch.equal(_greedy(dec, ids, 6), _greedy(cpu.decoder(), ids, 6))
+        assert all(v.device_name() == "cuda" for v in dec.past.values())
