@@ -82,6 +82,10 @@ class OnnxExport(Pass):
 
                 if importlib.util.find_spec("onnxruntime.quantization.matmul_nbits_quantizer") is None:
                     reasons.append("int4 needs an onnxruntime with MatMulNBitsQuantizer (>= 1.17)")
+                elif not env.has_package("onnx-ir"):
+                    reasons.append(
+                        "int4 needs onnx-ir (onnxruntime's MatMulNBitsQuantizer imports it; pip install 'optpipe[onnx]')"
+                    )
             except ModuleNotFoundError:
                 pass
         return reasons
