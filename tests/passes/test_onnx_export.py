@@ -146,6 +146,8 @@ def test_fp16_is_refused_on_the_cpu_provider_with_the_reason():
         assert method in reason and "provider cuda" in reason
     assert not [r for r in p.requirements(p.Params(methods=["fp32", "int4"]), target, env) if "GPU" in r]
     assert any("power of two" in r for r in p.requirements(p.Params(methods=["int4"], block_size=48), target, env))
+    (trt,) = [r for r in p.requirements(p.Params(provider="tensorrt"), target, env) if "TensorRT" in r]
+    assert "libnvinfer.so.10" in trt and "optimization profiles" in trt
 
 
 def test_io_binding_setting_reaches_the_decoder(exported):

@@ -33,6 +33,23 @@ FP16_METHODS = {"fp16", "int4-fp16"}  # fp16 graphs: GPU execution providers onl
 INT4_METHODS = {"int4", "int4-fp16"}  # MatMulNBits weights
 
 
+def tensorrt_missing(env) -> str:
+    """What the TensorRT EP lacks here, by name: onnxruntime-gpu's TensorRT EP library links TensorRT 10
+    (libnvinfer.so.10, libnvonnxparser.so.10) and cuDNN 9, and optpipe does not yet set the EP's options."""
+    missing = []
+    if not env.has_package("onnxruntime-gpu"):
+        missing.append("onnxruntime-gpu (its wheel carries the TensorRT EP library)")
+    if not any(env.has_package(p) for p in ("tensorrt-cu13-libs", "tensorrt-cu12-libs", "tensorrt-libs", "tensorrt")):
+        missing.append(
+            "TensorRT 10 libraries (libnvinfer.so.10 + libnvonnxparser.so.10, e.g. tensorrt-cu13 10.x; TensorRT 11 does not load)"
+        )
+    missing.append(
+        "optpipe's wiring of the TensorRT EP: fp16/int8 flags, an engine cache and optimization profiles for the "
+        "growing KV-cache shapes are not set yet (use provider cuda)"
+    )
+    return "the TensorRT execution provider needs " + "; ".join(missing)
+
+
 class OnnxExportParams(PassParams):
     kind: Literal["onnx_export"] = Field("onnx_export", alias="pass")
     methods: list[Literal["fp32", "fp16", "int8-dynamic", "int4", "int4-fp16"]] = Field(
@@ -75,7 +92,7 @@ class OnnxExport(Pass):
         if set(params.methods) & INT4_METHODS and (params.block_size < 16 or params.block_size & (params.block_size - 1)):
             reasons.append(f"block_size {params.block_size}: MatMulNBits kernels need a power of two >= 16 (16, 32, 64, 128)")
         if params.provider == "tensorrt":
-            reasons.append("the TensorRT execution provider is not wired into optpipe yet (needs onnxruntime-gpu with TensorRT)")
+            reasons.append(tensorrt_missing(env))
         if set(params.methods) & INT4_METHODS:
             try:
                 import importlib.util
