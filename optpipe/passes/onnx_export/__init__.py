@@ -140,7 +140,7 @@ class OnnxExport(Pass):
             format="onnx",
             dtype="fp16" if method in FP16_METHODS else "fp32",
             attn_implementation="onnx",
-            device="cpu",
+            device="cuda" if params.provider == "cuda" else "cpu",
             onnx={
                 "method": method,
                 "optimization": params.optimization,
