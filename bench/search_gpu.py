@@ -60,7 +60,7 @@ def recipe(out: Path, smoke: bool) -> Path:
     passes = (
         ("" if smoke else "  - pass: precision_cast\n    dtype: bf16\n")
         + f"  - pass: quantize\n    methods: {SMOKE_METHODS if smoke else GPU_METHODS}\n    group_size: 64\n"
-        + "    mixed_precision: {max_kl: 0.02}\n    on_unsupported: skip\n"
+        + "    on_unsupported: skip\n"  # mixed_precision.max_kl: derived from the budget (+5 % ppl -> 0.0244)
     )
     path = out / "search.yaml"
     path.write_text(head + passes)
@@ -89,7 +89,13 @@ def summary_rows(manifests: list[Path]) -> list[str]:
             bench = meas.get("benchmark") or {}
             tok_s = (bench.get("decode_tok_s") or {}).get("mean") or 0.0
             mem = checks.get("memory_gb", {}).get("value") or (bench.get("peak_rss_bytes") or 0) / 1e9
-            layers = ((meas.get("runtime") or {}).get("calibration") or {}).get("layers", "")
+            cal = (meas.get("runtime") or {}).get("calibration") or {}
+            layers = cal.get("layers", "")
+            if "measured_kl" in cal:  # mixed precision: the stop it made and what the sum rule would have chosen
+                layers = (
+                    f"{layers}; KL measured {cal['measured_kl']} (limit {cal['max_kl']:.4f}, {cal['kl_probes']} probes), "
+                    f"summed {cal['predicted_kl']}; sum rule: {cal['sum_rule_layers']}"
+                )
             rows.append(
                 f"| {manifest.parent.name} | {c['name']} | {c.get('verdict') or c['status']} | {meas.get('size_bytes', 0) / 1e9:.3f} | "
                 f"{mem:.2f} | {tok_s:.1f} | {ci('hellaswag_drop_points')} | {ci('perplexity_rise_pct')} | {layers} |"

@@ -197,6 +197,7 @@ class Build:
             work_dir=self.work,
             model=p.model,
             resume_dir=self.out / ".cache" / "resume",
+            budget=p.recipe.budget,
         )
 
     # ------------------------------------------------------------------ the loop
@@ -370,6 +371,7 @@ class Build:
             else:  # alternatives each start from the parent as saved, loaded only if the pass needs the model
                 source = SavedCandidate(parent.directory, device=self.p.device)
             ctx = replace(self.context, parent_dir=parent.directory)
+            params = pass_cls.resolve(params, ctx)  # defaults derived from the build, before the cache key
             self.progress("phase", f"applying {label} {params.chain_params()}")
             kept = self._candidate(
                 step.index,

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from optpipe.runtime.candidate import Candidate
     from optpipe.spec.host import HostEnv
     from optpipe.spec.model_source import ResolvedModel
-    from optpipe.spec.settings import EvaluationSettings
+    from optpipe.spec.settings import AccuracyBudget, EvaluationSettings
     from optpipe.spec.targets import Target
 
 _REGISTRY: dict[str, type["Pass"]] = {}
@@ -59,6 +59,7 @@ class PassContext:
     # cleared when a build starts and ends; this lives in the output directory's .cache until the
     # pass finishes with it.
     resume_dir: Path | None = None
+    budget: "AccuracyBudget | None" = None  # the recipe's accuracy budget (mixed precision derives its KL limit)
 
 
 class PassParams(BaseModel):
@@ -134,6 +135,13 @@ class Pass:
             else:
                 out.append((cls.name + suffix, p))
         return out
+
+    @classmethod
+    def resolve(cls, params: PassParams, ctx: PassContext) -> PassParams:
+        """`params` with the defaults this pass derives from the build (mixed precision's KL limit from
+        the budget) filled in. The build calls it before the cache key is made, so a different budget is
+        a different key and the chain shows the value used. Most passes derive nothing."""
+        return params
 
     @classmethod
     def apply(cls, candidate: "Candidate", params: PassParams, ctx: PassContext) -> "Candidate":

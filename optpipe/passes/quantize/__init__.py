@@ -49,7 +49,7 @@ from optpipe.passes.quantize.methods import (
     method_requirements,
     quantization_config,
 )
-from optpipe.passes.quantize.mixed import MixedPrecisionSettings
+from optpipe.passes.quantize.mixed import MixedPrecisionSettings, default_max_kl
 
 GROUPED = ("torchao-int4wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit", MIXED)  # methods group_size applies to
 
@@ -129,6 +129,14 @@ class Quantize(Pass):
                 seen.add(key)
                 out.append((label, v))
         return out
+
+    @classmethod
+    def resolve(cls, params, ctx):
+        """mixed-precision without max_kl: the limit derived from the budget (mixed.default_max_kl)."""
+        mp = params.mixed_precision
+        if MIXED not in params.methods or mp.max_kl is not None:
+            return params
+        return params.model_copy(update={"mixed_precision": mp.model_copy(update={"max_kl": default_max_kl(ctx.budget)})})
 
     @classmethod
     def requirements(cls, params, target, env) -> list[str]:

@@ -11,10 +11,14 @@ from optpipe.passes.quantize.mixed import (
     SENSITIVITY_VERSION,
     cached_sensitivity,
     choose_formats,
+    default_max_kl,
     layer_sensitivity,
     linear_bytes,
+    measured_stop,
     pack_mixed,
     parent_hash,
+    predicted_kl,
+    upgrade_path,
 )
 
 
@@ -51,7 +55,13 @@ def apply_mixed(candidate, params, ctx):
         n: {f: linear_bytes(m.out_features, m.in_features, f, params.group_size, dense) for f in mp.formats}
         for n, m in quantizable_linears(model).items()
     }
-    choice, predicted = choose_formats(sensitivity, sizes, mp.formats, mp.max_kl)
+    max_kl = mp.max_kl if mp.max_kl is not None else default_max_kl(ctx.budget)
+    by_sum, _ = choose_formats(sensitivity, sizes, mp.formats, max_kl)
+    if mp.stop == "measured":
+        start, steps = upgrade_path(sensitivity, sizes, mp.formats)
+        choice, measured, probes = measured_stop(model, calib.ids, start, steps, max_kl, params.group_size)
+    else:
+        choice, measured, probes = by_sum, None, 0
     pack_mixed(model, choice, params.group_size)
     tmp = Path(tempfile.mkdtemp(prefix="optpipe-mixed-"))
     try:
@@ -63,13 +73,20 @@ def apply_mixed(candidate, params, ctx):
         shutil.rmtree(tmp, ignore_errors=True)
     loaded.eval()
     keep_packed_on_save(loaded)
-    counts = {f: sum(1 for c in choice.values() if c == f) for f in mp.formats}
+
+    def counts(c: dict[str, str]) -> dict[str, int]:
+        return {f: sum(1 for x in c.values() if x == f) for f in mp.formats}
+
     info = calib.info | {
         "algorithm": "mixed precision (optpipe): per-layer RTN int4/int8/dense chosen from measured KL sensitivity",
         "scheme": f"symmetric, group {params.group_size}, compressed-tensors pack-quantized, one config group per format",
-        "layers": counts,
-        "predicted_kl": round(predicted, 6),
-        "max_kl": mp.max_kl,
+        "layers": counts(choice),
+        "stop": mp.stop,
+        "max_kl": max_kl,
+        "predicted_kl": round(predicted_kl(sensitivity, choice), 6),  # the sum of single-layer KLs
+        "measured_kl": None if measured is None else round(measured, 6),  # the chosen configuration, calibration tokens
+        "kl_probes": probes,  # forwards over whole configurations (the bisection)
+        "sum_rule_layers": counts(by_sum),  # what stop: predicted would have chosen, for comparison
         "sensitivity_cached": was_cached,
         "linear_bytes": round(sum(sizes[n][f] for n, f in choice.items())),
         "choice": choice,
