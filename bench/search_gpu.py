@@ -50,7 +50,7 @@ GPU_METHODS = (
 SMOKE_METHODS = "[torchao-int8wo, mixed-precision]"
 
 
-def recipe(out: Path, smoke: bool) -> Path:
+def recipe(out: Path, smoke: bool, methods: str | None = None) -> Path:
     head = HEADER.format(
         target="cpu-x86" if smoke else "h100-80g",
         evaluation=SMOKE_EVAL if smoke else GPU_EVAL,
@@ -59,7 +59,7 @@ def recipe(out: Path, smoke: bool) -> Path:
     )
     passes = (
         ("" if smoke else "  - pass: precision_cast\n    dtype: bf16\n")
-        + f"  - pass: quantize\n    methods: {SMOKE_METHODS if smoke else GPU_METHODS}\n    group_size: 64\n"
+        + f"  - pass: quantize\n    methods: {methods or (SMOKE_METHODS if smoke else GPU_METHODS)}\n    group_size: 64\n"
         + "    on_unsupported: skip\n"  # mixed_precision.max_kl: derived from the budget (+5 % ppl -> 0.0244)
     )
     path = out / "search.yaml"
@@ -108,12 +108,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--table", nargs="+", type=Path, metavar="MANIFEST", help="only print the summary table of these builds")
     ap.add_argument("--smoke", action="store_true", help="CPU, tiny evaluation: checks the script, gives no figure")
+    ap.add_argument(
+        "--methods", help="the quantize methods, YAML list (default: every GPU method), e.g. '[torchao-int8wo, mixed-precision]'"
+    )
     a = ap.parse_args(argv)
     if a.table:
         print("\n".join(summary_rows(a.table)))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
-    path = recipe(a.out.resolve(), a.smoke)
+    path = recipe(a.out.resolve(), a.smoke, a.methods)
     cli = [sys.executable, "-c", "from optpipe.cli import app; app()"]
     rc = subprocess.call([*cli, "build", str(path)])
     if rc not in (0, 3, 4):  # 3/4: budget not met or inconclusive, the tables are still the result
