@@ -128,6 +128,8 @@ def test_fp16_graph_is_fp16_inside_with_fp32_logits(exported):
     assert io["past_key_values.0.key"] == io["present.0.key"] == onnx.TensorProto.FLOAT16
     big = [i for i in graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16) and len(i.dims) == 2]
     assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big)
+    names = [n.name for n in graph.node if n.name]  # onnxruntime 1.31 refuses duplicate node names
+    assert len(names) == len(set(names))
     settings = json.loads((exported["fp16"] / "optpipe_runtime.json").read_text())
     assert settings["dtype"] == "fp16" and settings["onnx"]["method"] == "fp16"
     ids = torch.tensor([[5, 17, 42, 7, 99, 3, 8, 1]])

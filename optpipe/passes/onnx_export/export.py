@@ -102,7 +102,22 @@ def to_float16(model, graph_bytes: int):
         node_block_list=rms_norm_statistics(model.graph),
     )
     skip_fp16_round_trips(model.graph)
+    unique_node_names(model.graph)
     return model
+
+
+def unique_node_names(graph) -> None:
+    """The converter names each inserted Cast after the tensor it reads (`X_cast_to_fp32_node`), so two
+    kept-fp32 nodes reading one tensor (RMSNorm's Pow and its Mul both read x) get two Casts of one name;
+    onnxruntime 1.31 refuses such a graph ("two nodes with same node name"). Later ones get a suffix."""
+    seen: dict[str, int] = {}
+    for n in graph.node:
+        if not n.name:
+            continue
+        k = seen.get(n.name, 0)
+        seen[n.name] = k + 1
+        if k:
+            n.name = f"{n.name}_{k}"
 
 
 def skip_fp16_round_trips(graph) -> None:
