@@ -130,6 +130,8 @@ def test_fp16_graph_is_fp16_inside_with_fp32_logits(exported):
     assert big and all(i.data_type == onnx.TensorProto.FLOAT16 for i in big)
     names = [n.name for n in graph.node if n.name]  # onnxruntime 1.31 refuses duplicate node names
     assert len(names) == len(set(names))
+    defined = [o for n in graph.node for o in n.output if o]  # and a tensor defined twice (onnx's SSA rule)
+    assert len(defined) == len(set(defined))
     settings = json.loads((exported["fp16"] / "optpipe_runtime.json").read_text())
     assert settings["dtype"] == "fp16" and settings["onnx"]["method"] == "fp16"
     ids = torch.tensor([[5, 17, 42, 7, 99, 3, 8, 1]])
@@ -213,3 +215,24 @@ def test_cuda_ep_bound_decode_matches_cpu(exported):
         if method == "fp32":
             assert torch.equal(_greedy(dec, ids, 6), _greedy(cpu.decoder(), ids, 6))
         assert all(v.device_name() == "cuda" for v in dec.past.values())
+
+
+def test_repeated_converter_casts_are_dropped_and_name_clashes_renamed():
+    """SmolLM2's fp16 graph on onnxruntime 1.31 (H200): the converter inserted the Cast of RMSNorm's x to
+    fp32 twice (its Pow and its Mul both read x), one name and one output twice: ORT refused the model.
+    The exact repeat goes; a different node that only shares a name is kept under a new name."""
+    from onnx import TensorProto, helper
+
+    from optpipe.passes.onnx_export.export import unique_node_names
+
+    cast = helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], name="x_cast_to_fp32_node", to=TensorProto.FLOAT)
+    repeat = helper.make_node("Cast", ["x"], ["x_cast_to_fp32"], name="x_cast_to_fp32_node", to=TensorProto.FLOAT)
+    other = helper.make_node("Relu", ["x_cast_to_fp32"], ["y"], name="x_cast_to_fp32_node")
+    graph = helper.make_graph(
+        [cast, repeat, other],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    unique_node_names(graph)
+    assert [(n.op_type, n.name) for n in graph.node] == [("Cast", "x_cast_to_fp32_node"), ("Relu", "x_cast_to_fp32_node_1")]

@@ -107,17 +107,24 @@ def to_float16(model, graph_bytes: int):
 
 
 def unique_node_names(graph) -> None:
-    """The converter names each inserted Cast after the tensor it reads (`X_cast_to_fp32_node`), so two
-    kept-fp32 nodes reading one tensor (RMSNorm's Pow and its Mul both read x) get two Casts of one name;
-    onnxruntime 1.31 refuses such a graph ("two nodes with same node name"). Later ones get a suffix."""
-    seen: dict[str, int] = {}
-    for n in graph.node:
-        if not n.name:
+    """The converter names each inserted Cast after the tensor it reads (`X_cast_to_fp32_node`, output
+    `X_cast_to_fp32`), so where two kept-fp32 nodes read one tensor (RMSNorm's Pow and its Mul both read
+    x) it inserts the same Cast twice: two nodes of one name defining one tensor, a graph onnxruntime
+    1.31 refuses ("two nodes with same node name", "Duplicate definition of name"). An exact repeat of
+    an earlier node (same op, inputs, outputs, attributes) is dropped; any other clash of names gets a suffix."""
+    seen_nodes: set[bytes] = set()
+    names: dict[str, int] = {}
+    for n in list(graph.node):
+        key = n.SerializeToString()
+        if key in seen_nodes:
+            graph.node.remove(n)
             continue
-        k = seen.get(n.name, 0)
-        seen[n.name] = k + 1
-        if k:
-            n.name = f"{n.name}_{k}"
+        seen_nodes.add(key)
+        if n.name:
+            k = names.get(n.name, 0)
+            names[n.name] = k + 1
+            if k:
+                n.name = f"{n.name}_{k}"
 
 
 def skip_fp16_round_trips(graph) -> None:
