@@ -36,7 +36,7 @@ def write_recipe(out: Path, method: str, minutes: float) -> Path:
 
 
 def table(out: Path) -> str:
-    rows = ["| build | candidate | params M | size GB | decode tok/s | HellaSwag % ± se (n) | ppl | KL vs baseline ± se | distill |",
+    rows = ["| build | candidate | params M | size GB | decode tok/s | HellaSwag acc_norm % ± se (n) | ppl | KL vs baseline ± se | distill |",
             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in ("depth", "width"):
         manifest = out / method / "manifest.json"
@@ -51,13 +51,13 @@ def table(out: Path) -> str:
             bench = (m.get("benchmark") or {}).get("decode_tok_s") or {}
             d = (m.get("runtime") or {}).get("distill") or {}
             dist = (
-                f"{d.get('steps')} steps, {d.get('tokens')} tok, {d.get('seconds', 0):.0f} s, loss {d.get('final_loss')}"
+                f"{d.get('steps')} steps, {d.get('tokens')} tok, {d.get('seconds', 0):.0f} s, loss {d.get('first_loss') or 0:.3f} -> {d.get('final_loss') or 0:.3f}"
                 if d
                 else ""
             )
             rows.append(
                 f"| {method} | {c['name']} | {(m.get('parameters') or 0) / 1e6:.1f} | {(m.get('size_bytes') or 0) / 1e9:.3f} | "
-                f"{bench.get('mean', 0):.1f} | {100 * hs.get('acc', 0):.1f} ± {100 * hs.get('acc_se', 0):.1f} ({hs.get('n')}) | "
+                f"{bench.get('mean', 0):.1f} | {100 * hs.get('acc_norm', 0):.1f} ± {100 * hs.get('acc_norm_se', 0):.1f} ({hs.get('n')}) | "
                 f"{ppl.get('ppl', 0):.2f} | {kl.get('mean') or 0:.3f} ± {kl.get('se') or 0:.3f} | {dist} |"
             )
     return "\n".join(rows)
