@@ -37,5 +37,34 @@ def main(path: str) -> None:
             print(row(label, res[label]))
 
 
+def speed_table(results_path: str, speed_path: str) -> str:
+    """Accuracy from measure.py's run, decode tok/s from speed.py's interleaved rounds (mean of the rounds'
+    means, each round's figure, x torch fp32 and x the original Q4_1 file)."""
+    res, speed = json.load(open(results_path)), json.load(open(speed_path))
+
+    def mean(label: str) -> float:
+        return sum(r["mean"] for r in speed[label]) / len(speed[label])
+
+    lines = [
+        "| candidate | size (MB) | decode tok/s (rounds) | x torch fp32 | x original Q4_1 | HellaSwag acc_norm ± se (n) | ppl | Δ ppl % | KL vs fp32 ± se |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    base_ppl = res["torch fp32"]["measurements"]["perplexity"]["ppl"]
+    for label in [k for k in ORDER if k in speed]:
+        m = res[label]["measurements"]
+        h, p, k = m["hellaswag"], m["perplexity"], m.get("kl") or {}
+        kl = f"{k['mean']:.4f} ± {k['se']:.4f}" if k.get("mean") is not None else "reference"
+        rounds = " / ".join(f"{r['mean']:.1f}" for r in speed[label])
+        lines.append(
+            f"| {label} | {m['size_bytes'] / 1e6:.0f} | {mean(label):.1f} ({rounds}) | {mean(label) / mean('torch fp32'):.2f} | "
+            f"{mean(label) / mean('original Q4_1'):.2f} | {100 * h['acc_norm']:.1f} ± {100 * h['acc_norm_se']:.1f} ({h['n']}) | "
+            f"{p['ppl']:.2f} | {100 * (p['ppl'] / base_ppl - 1):+.1f} | {kl} |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if len(sys.argv) > 2:  # results.json speed.json
+        print(speed_table(sys.argv[1], sys.argv[2]))
+    else:
+        main(sys.argv[1])
