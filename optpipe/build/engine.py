@@ -297,7 +297,8 @@ class Build:
             return
         for f in self.forecast:
             peak = f"{f.memory.peak_bytes / 1e9:.2f} GB" if f.memory else "?"
-            self.progress("phase", f"forecast {f.name}: peak {peak} on {self.p.target.name}, fits: {'yes' if f.fits else 'no'}")
+            fits = "yes" if f.fits else ("no" if f.memory else f"not forecast ({f.reason})")  # an unknown format is not a no
+            self.progress("phase", f"forecast {f.name}: peak {peak} on {self.p.target.name}, fits: {fits}")
 
     def _baseline_cap(self) -> float | None:
         """The baseline is the accuracy reference: where the forecast says it cannot fit the target's

@@ -111,7 +111,7 @@ def render_table(forecasts: list[CandidateForecast]) -> list[list[str]]:
                 _gb(m.weight_bytes if m else None),
                 _gb(m.kv_cache_bytes if m else None),
                 _gb(m.peak_bytes if m else None),
-                "yes" if f.fits else "no",
+                "yes" if f.fits else "no" if m else "?",  # no memory forecast: unknown, not a no
                 "-" if f.roofline_tok_s is None else f"{f.roofline_tok_s:.1f}",
             ]
         )

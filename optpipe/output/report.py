@@ -140,7 +140,7 @@ def forecast_rows(manifest: Manifest) -> list[list[str]]:
                 str(f["name"]),
                 f"{pred_w} / {size}",
                 f"{pred_peak} / {peak}",
-                f"{'yes' if f['fits'] else 'no'} / {fits}",
+                f"{'yes' if f['fits'] else 'no' if mem else '?'} / {fits}",  # no memory forecast: unknown, not a no
                 _f(f.get("roofline_tok_s"), ".1f"),
             ]
         )

@@ -39,3 +39,14 @@ def test_without_targets_and_with_a_step_model(llama8b):
     model = fit_step_time([(1e9, 0.003), (4e9, 0.0072), (16e9, 0.024)], 3350)
     out = forecast_chain(s, CHAIN[:3], 512, 128, target_bandwidth_gbs=1008, step_model=model, model_error_rel=0.05)
     assert all(f.speed is not None and f.speed.low < f.speed.tok_s <= f.speed.high <= f.roofline_tok_s for f in out)
+
+
+def test_a_candidate_without_a_memory_forecast_shows_unknown_not_no():
+    """A pass whose weight format is not modelled (gguf_export) has no memory forecast: its fits cell is
+    '?', where 'no' would tell the reader it does not fit (the nightly log said 'fits: no' for a 0.15 GB GGUF)."""
+    from optpipe.forecast.candidates import CandidateForecast, render_table
+
+    unknown = CandidateForecast(
+        name="gguf:Q8_0", format_name=None, memory=None, roofline_tok_s=None, fits=False, reason="not modelled"
+    )
+    assert render_table([unknown])[1][5] == "?"
