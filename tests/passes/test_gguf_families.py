@@ -1,0 +1,168 @@
+"""gguf_export per family: a tiny random Qwen2, Gemma, Gemma2 and Gemma3 through llama.cpp's converter
+(F16 and Q8_0), read back by transformers (`gguf_file=`) and by llama.cpp through optpipe's runtime,
+logits compared with the source's; BOS/EOS ids and chat template in the GGUF equal the source's.
+(Llama and Mistral: test_gguf_export.py.)
+
+Tokenizers: the converter names a BPE pre-tokenizer by hashing its output and refuses unknown ones,
+and transformers 5 loads any `qwen2` model's tokenizer as Qwen2Tokenizer (Qwen2's pre-tokenizer over
+whatever vocabulary), so the SmolLM2 tokenizer is refused for Qwen2; the Qwen2 model gets the real
+Qwen2 vocabulary from llama.cpp's own test file (models/ggml-vocab-qwen2.gguf, kept with the
+converter). Gemma reads SentencePiece: a 1,000-piece model trained here on WikiText in a fraction of a
+second, saved as the source's tokenizer.model like a real Gemma checkpoint. Gemma sources are loaded
+the way a build loads its model (optpipe.runtime.source.load_model): Gemma2 refuses sdpa.
+Every family takes 15-30 s (two conversions), so these are `slow`."""
+
+from __future__ import annotations
+
+import bz2
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from optpipe.passes import get_pass
+from optpipe.passes.gguf_export.tooling import converter_dir
+from tests.conftest import pass_context
+
+if converter_dir() is None:
+    pytest.skip("llama.cpp's converter not fetched (python -m optpipe.passes.gguf_export.tooling)", allow_module_level=True)
+
+GGUF = get_pass("gguf_export")
+TEXT = "The quick brown fox jumps over the lazy dog, then naps in the warm afternoon sun. " * 3
+TEMPLATE = "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+needs_llama_cpp = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="llama-cpp-python not installed")
+
+
+def kl(logits, ref) -> float:
+    p, q = ref.float().log_softmax(-1), logits.float().log_softmax(-1)
+    return float((p.exp() * (p - q)).sum(-1).mean())
+
+
+def qwen2_tokenizer(directory: Path):
+    from transformers import AutoTokenizer
+
+    vocab = converter_dir() / "models" / "ggml-vocab-qwen2.gguf"
+    if not vocab.is_file():
+        pytest.skip("llama.cpp's Qwen2 test vocabulary not kept: re-run python -m optpipe.passes.gguf_export.tooling")
+    return AutoTokenizer.from_pretrained(vocab.parent, gguf_file=vocab.name)  # carries Qwen2's own chat template
+
+
+def gemma_tokenizer(directory: Path):
+    """A SentencePiece model trained on WikiText (Gemma's special pieces at Gemma's ids), with a chat template."""
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    from optpipe.evaluate.data import WIKITEXT_FILE
+
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [line for line in bz2.open(WIKITEXT_FILE, "rt").read(300_000).splitlines() if line.strip()]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines), model_prefix=str(directory / "tokenizer"), vocab_size=1000, model_type="bpe",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        byte_fallback=True, user_defined_symbols=["<start_of_turn>", "<end_of_turn>"], add_dummy_prefix=False, minloglevel=2,
+    )  # fmt: skip
+    (directory / "tokenizer_config.json").write_text('{"tokenizer_class": "GemmaTokenizer", "add_bos_token": true}')
+    tok = AutoTokenizer.from_pretrained(directory)
+    tok.chat_template = TEMPLATE
+    return tok
+
+
+def make_model(family: str, tok):
+    import transformers as tf
+
+    common = dict(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )  # fmt: skip
+    # Gemma: head_dim 256 = query_pre_attn_scalar, as in the real 2B/9B/1B-4B-12B models (llama.cpp derives the
+    # attention scale from head_dim and transformers' GGUF loader leaves query_pre_attn_scalar at its default 256)
+    gemma = dict(head_dim=256, query_pre_attn_scalar=256)
+    return {
+        "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**common, rope_theta=50000.0)),
+        "gemma": lambda: tf.GemmaForCausalLM(tf.GemmaConfig(**common, head_dim=256)),
+        "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**common, **gemma, sliding_window=512)),
+        "gemma3": lambda: tf.Gemma3ForCausalLM(tf.Gemma3TextConfig(**common, **gemma, sliding_window=512)),
+    }[family]().eval()
+
+
+@pytest.fixture(scope="module", params=["qwen2", "gemma", "gemma2", "gemma3"])
+def family(request, tmp_path_factory):
+    """(family, source candidate, token ids, source logits, {F16, Q8_0: saved GGUF candidate directory})"""
+    from optpipe.runtime.candidate import RuntimeSettings
+    from optpipe.runtime.source import load_model
+    from optpipe.runtime.torch_candidate import TorchCandidate
+    from optpipe.spec.model_source import ResolvedModel
+
+    name = request.param
+    root = tmp_path_factory.mktemp(name)
+    tok = qwen2_tokenizer(root) if name == "qwen2" else gemma_tokenizer(root / "sp")
+    torch.manual_seed(0)
+    make_model(name, tok).save_pretrained(root / "src")
+    tok.save_pretrained(root / "src")
+    if name != "qwen2":  # a real Gemma checkpoint ships tokenizer.model; transformers 5 saves only tokenizer.json
+        shutil.copy(root / "sp" / "tokenizer.model", root / "src")
+    model, tokenizer = load_model(ResolvedModel("hf-dir", str(root / "src")))  # as a build loads its model
+    src = TorchCandidate(model, tokenizer, RuntimeSettings(attn_implementation=model.config._attn_implementation))
+    ids = torch.tensor([tokenizer.encode(TEXT, add_special_tokens=False)])
+    with torch.inference_mode():
+        ref = src.logits(ids).float()
+    out = {}
+    for t in ("F16", "Q8_0"):
+        cand = GGUF.apply(src, GGUF.Params(types=[t]), pass_context(root / f"work-{t}"))
+        out[t] = cand.save(root / f"gguf-{t}")
+    return name, src, ids, ref, out
+
+
+def gguf_value(path: Path, key: str):
+    from gguf import GGUFReader
+
+    f = GGUFReader(path).fields.get(key)
+    if f is None:
+        return None
+    v = f.parts[f.data[0]]
+    return bytes(v).decode() if key == "tokenizer.chat_template" or key.startswith("general.") else v.tolist()[0]
+
+
+@pytest.mark.slow
+def test_family_metadata_carried_over(family):
+    name, src, _, _, out = family
+    gguf = out["F16"] / "model.gguf"
+    assert gguf_value(gguf, "general.architecture") == name
+    assert gguf_value(gguf, "tokenizer.ggml.bos_token_id") == src.tokenizer.bos_token_id
+    assert gguf_value(gguf, "tokenizer.ggml.eos_token_id") == src.tokenizer.eos_token_id
+    assert src.tokenizer.chat_template and gguf_value(gguf, "tokenizer.chat_template") == src.tokenizer.chat_template
+
+
+@pytest.mark.slow
+def test_family_read_back_by_transformers(family):
+    from transformers import AutoModelForCausalLM
+
+    name, _, ids, ref, out = family
+    if name == "gemma":  # transformers' GGUF loader has no `gemma` architecture (gemma2/3 only); llama.cpp loads it
+        with pytest.raises(ValueError, match="architecture gemma is not supported"):
+            AutoModelForCausalLM.from_pretrained(out["F16"], gguf_file="model.gguf")
+        return
+    for t, bound in (("F16", 1e-4), ("Q8_0", 2e-3)):
+        back = AutoModelForCausalLM.from_pretrained(out[t], gguf_file="model.gguf").eval()
+        with torch.inference_mode():
+            got = back(ids).logits.float()
+        assert kl(got, ref) < bound, (name, t, kl(got, ref))
+    if name == "qwen2":
+        assert back.config.rope_parameters["rope_theta"] == 50000.0
+
+
+@pytest.mark.slow
+@needs_llama_cpp
+def test_family_in_llama_cpp(family):
+    from optpipe.runtime import load_candidate
+
+    name, _, ids, ref, out = family
+    for t, bound in (("F16", 1e-4), ("Q8_0", 2e-3)):
+        cand = load_candidate(out[t])
+        assert cand.settings.format == "gguf"
+        got = cand.logits(ids)
+        assert got.shape == ref.shape and kl(got, ref) < bound, (name, t, kl(got, ref))
+    assert cand.llm.tokenize(TEXT.encode(), add_bos=False, special=False) == ids[0].tolist()
