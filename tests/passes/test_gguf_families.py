@@ -1,7 +1,7 @@
-"""gguf_export per family: a tiny random Qwen2, Gemma, Gemma2 and Gemma3 through llama.cpp's converter
+"""gguf_export per family: a tiny random Mistral, Qwen2, Gemma, Gemma2 and Gemma3 through llama.cpp's converter
 (F16 and Q8_0), read back by transformers (`gguf_file=`) and by llama.cpp through optpipe's runtime,
 logits compared with the source's; BOS/EOS ids and chat template in the GGUF equal the source's.
-(Llama and Mistral: test_gguf_export.py.)
+(Llama: test_gguf_export.py.) Mistral uses the bundled SmolLM2 tokenizer, as the Llama test does.
 
 Tokenizers: the converter names a BPE pre-tokenizer by hashing its output and refuses unknown ones,
 and transformers 5 loads any `qwen2` model's tokenizer as Qwen2Tokenizer (Qwen2's pre-tokenizer over
@@ -10,8 +10,8 @@ Qwen2 vocabulary from llama.cpp's own test file (models/ggml-vocab-qwen2.gguf, k
 converter). Gemma reads SentencePiece: a 1,000-piece model trained here on WikiText in a fraction of a
 second, saved as the source's tokenizer.model like a real Gemma checkpoint. Gemma sources are loaded
 the way a build loads its model (optpipe.runtime.source.load_model): Gemma2 refuses sdpa.
-Gemma2 runs by default (~15 s: two conversions); Qwen2 (~2.5 min: its 151k-token vocabulary), Gemma
-and Gemma3 (~15 s each) are `slow`."""
+Gemma2 runs by default (~20 s: two conversions); Mistral (~1 min), Qwen2 (~2 min: its 151k-token vocabulary), Gemma
+and Gemma3 (~20 s each) are `slow`."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import torch
 
 from optpipe.passes import get_pass
 from optpipe.passes.gguf_export.tooling import converter_dir
-from tests.conftest import pass_context
+from tests.conftest import pass_context, require_bundled_model
 
 if converter_dir() is None:
     pytest.skip("llama.cpp's converter not fetched (python -m optpipe.passes.gguf_export.tooling)", allow_module_level=True)
@@ -48,6 +48,17 @@ def qwen2_tokenizer(directory: Path):
     if not vocab.is_file():
         pytest.skip("llama.cpp's Qwen2 test vocabulary not kept: re-run python -m optpipe.passes.gguf_export.tooling")
     return AutoTokenizer.from_pretrained(vocab.parent, gguf_file=vocab.name)  # carries Qwen2's own chat template
+
+
+def smollm2_tokenizer(directory: Path):
+    """The bundled SmolLM2 tokenizer (a BPE hash the converter knows, with a chat template), as for Llama."""
+    from transformers import AutoTokenizer
+
+    from optpipe.spec.model_source import resolve_model
+
+    require_bundled_model()
+    bundled = resolve_model("smollm2-135m")
+    return AutoTokenizer.from_pretrained(bundled.location, gguf_file=bundled.gguf_file)
 
 
 def gemma_tokenizer(directory: Path):
@@ -82,6 +93,7 @@ def make_model(family: str, tok):
     # attention scale from head_dim and transformers' GGUF loader leaves query_pre_attn_scalar at its default 256)
     gemma = dict(head_dim=256, query_pre_attn_scalar=256)
     return {
+        "mistral": lambda: tf.MistralForCausalLM(tf.MistralConfig(**common, rope_theta=50000.0)),
         "qwen2": lambda: tf.Qwen2ForCausalLM(tf.Qwen2Config(**common, rope_theta=50000.0)),
         "gemma": lambda: tf.GemmaForCausalLM(tf.GemmaConfig(**common, head_dim=256)),
         "gemma2": lambda: tf.Gemma2ForCausalLM(tf.Gemma2Config(**common, **gemma, sliding_window=512)),
@@ -89,8 +101,15 @@ def make_model(family: str, tok):
     }[family]().eval()
 
 
+GGUF_ARCH = {"mistral": "llama"}  # llama.cpp runs Mistral as a Llama
 SLOW = pytest.mark.slow
-FAMILIES = [pytest.param("qwen2", marks=SLOW), pytest.param("gemma", marks=SLOW), "gemma2", pytest.param("gemma3", marks=SLOW)]
+FAMILIES = [
+    pytest.param("mistral", marks=SLOW),
+    pytest.param("qwen2", marks=SLOW),
+    pytest.param("gemma", marks=SLOW),
+    "gemma2",
+    pytest.param("gemma3", marks=SLOW),
+]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -103,11 +122,11 @@ def family(request, tmp_path_factory):
 
     name = request.param
     root = tmp_path_factory.mktemp(name)
-    tok = qwen2_tokenizer(root) if name == "qwen2" else gemma_tokenizer(root / "sp")
+    tok = {"mistral": smollm2_tokenizer, "qwen2": qwen2_tokenizer}.get(name, lambda d: gemma_tokenizer(d / "sp"))(root)
     torch.manual_seed(0)
     make_model(name, tok).save_pretrained(root / "src")
     tok.save_pretrained(root / "src")
-    if name != "qwen2":  # a real Gemma checkpoint ships tokenizer.model; transformers 5 saves only tokenizer.json
+    if name.startswith("gemma"):  # a real Gemma checkpoint ships tokenizer.model; transformers 5 saves only tokenizer.json
         shutil.copy(root / "sp" / "tokenizer.model", root / "src")
     model, tokenizer = load_model(ResolvedModel("hf-dir", str(root / "src")))  # as a build loads its model
     src = TorchCandidate(model, tokenizer, RuntimeSettings(attn_implementation=model.config._attn_implementation))
@@ -126,7 +145,7 @@ def test_family_architecture_and_chat_template_carried_over(family):
 
     name, src, _, _, out = family
     strings, _ = read_header(out["F16"] / "model.gguf")  # (gguf's GGUFReader takes 45 s on Qwen2's 151k-token vocab)
-    assert strings["general.architecture"] == name
+    assert strings["general.architecture"] == GGUF_ARCH.get(name, name)
     assert src.tokenizer.chat_template and strings["tokenizer.chat_template"] == src.tokenizer.chat_template
 
 
@@ -143,8 +162,8 @@ def test_family_read_back_by_transformers(family):
         with torch.inference_mode():
             got = back(ids).logits.float()
         assert kl(got, ref) < bound, (name, t, kl(got, ref))
-    if name == "qwen2":
-        assert back.config.rope_parameters["rope_theta"] == 50000.0
+    if name in ("mistral", "qwen2"):
+        assert back.config.rope_parameters["rope_theta"] == 50000.0  # not silently the default
 
 
 @needs_llama_cpp
