@@ -10,7 +10,7 @@ Qwen2 vocabulary from llama.cpp's own test file (models/ggml-vocab-qwen2.gguf, k
 converter). Gemma reads SentencePiece: a 1,000-piece model trained here on WikiText in a fraction of a
 second, saved as the source's tokenizer.model like a real Gemma checkpoint. Gemma sources are loaded
 the way a build loads its model (optpipe.runtime.source.load_model): Gemma2 refuses sdpa.
-Gemma2 runs by default (~20 s: two conversions); Mistral (~1 min), Qwen2 (~2 min: its 151k-token vocabulary), Gemma
+Gemma2 runs by default (~35 s: two conversions); Mistral (~1 min), Qwen2 (~2 min: its 151k-token vocabulary), Gemma
 and Gemma3 (~20 s each) are `slow`."""
 
 from __future__ import annotations
