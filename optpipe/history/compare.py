@@ -7,7 +7,8 @@ points, perplexity rise %, size/memory rise %), with an interval at the chosen c
 - Perplexity: paired over the same WikiText-2 windows (judge.budget.perplexity_rise); otherwise
   unpaired from each run's per-window spread.
 - KL to the build's own baseline: unpaired from the two standard errors (positions are not stored).
-- Decode speed: against both runs' spread over trials (Welch, normal approximation).
+- Decode speed: against both runs' spread over trials (Welch, normal approximation); a drop where either
+  run was timed under load (other processes on its cores) is inconclusive, never a regression.
 - Size and memory: single figures, compared as they are.
 A change is a REGRESSION only when its whole interval lies beyond the tolerance; an interval that
 straddles the tolerance is reported as a possible regression, never silently passed.
@@ -123,9 +124,15 @@ def _speed(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: float
     se = math.sqrt(sa.stdev**2 / sa.n + sb.stdev**2 / sb.n)
     scale = 100 / sa.mean
     method = f"both runs' spread ({sa.n} and {sb.n} trials)"
-    return _delta(
+    delta = _delta(
         name, "decode tok/s", sa.mean, sb.mean, (sa.mean - sb.mean) * scale, se * scale, z, "% drop", method, tol.speed_drop_pct
     )
+    busy = [run for run, m in (("A", a), ("B", b)) if m.benchmark.host_load is not None and m.benchmark.host_load.under_load]
+    if busy and delta.verdict in (REGRESSION, POSSIBLE, WORSE):
+        # other processes took cores while one run was timed: the drop may be the machine's, not the model's
+        delta.method += f"; {' and '.join(busy)} timed under load"
+        delta.verdict = INCONCLUSIVE
+    return delta
 
 
 def _hellaswag(name: str, a: Measurements, b: Measurements, tol: Tolerance, z: float) -> Delta | None:
