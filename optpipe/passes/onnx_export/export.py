@@ -154,9 +154,9 @@ def quantize_onnx(directory: Path, method: str, block_size: int) -> None:
     logging.getLogger("onnxruntime.quantization").setLevel(logging.WARNING)
     src = directory / "model.onnx"
     dst = directory / "model.quant.onnx"
-    graph_bytes = sum(f.stat().st_size for f in directory.glob("model.onnx*"))
     if method == "fp32":
         return
+    graph_bytes = sum(f.stat().st_size for f in directory.glob("model.onnx*"))
     if method == "int8-dynamic":
         from onnxruntime.quantization import QuantType, quantize_dynamic
 

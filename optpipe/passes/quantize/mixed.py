@@ -182,7 +182,13 @@ def choose_formats(
 ) -> tuple[dict[str, str], float]:
     """stop: predicted. The first configuration on the greedy path whose predicted KL (the sum of the
     chosen formats' sensitivities) is <= max_kl, else all-largest. Returns (name -> format, predicted KL)."""
-    start, steps = upgrade_path(sensitivity, sizes, formats)
+    return predicted_stop(sensitivity, *upgrade_path(sensitivity, sizes, formats), max_kl)
+
+
+def predicted_stop(
+    sensitivity: dict[str, dict[str, float]], start: dict[str, str], steps: list[tuple[str, str]], max_kl: float
+) -> tuple[dict[str, str], float]:
+    """`choose_formats` on a path already walked (`upgrade_path`)."""
     choice = dict(start)
     total = predicted_kl(sensitivity, choice)
     for name, fmt in steps:

@@ -10,7 +10,6 @@ from pathlib import Path
 from optpipe.passes.quantize.mixed import (
     SENSITIVITY_VERSION,
     cached_sensitivity,
-    choose_formats,
     default_max_kl,
     layer_sensitivity,
     linear_bytes,
@@ -18,6 +17,7 @@ from optpipe.passes.quantize.mixed import (
     pack_mixed,
     parent_hash,
     predicted_kl,
+    predicted_stop,
     upgrade_path,
 )
 
@@ -56,9 +56,9 @@ def apply_mixed(candidate, params, ctx):
         for n, m in quantizable_linears(model).items()
     }
     max_kl = mp.max_kl if mp.max_kl is not None else default_max_kl(ctx.budget)
-    by_sum, _ = choose_formats(sensitivity, sizes, mp.formats, max_kl)
+    start, steps = upgrade_path(sensitivity, sizes, mp.formats)  # walked once: both stop rules read it
+    by_sum, _ = predicted_stop(sensitivity, start, steps, max_kl)
     if mp.stop == "measured":
-        start, steps = upgrade_path(sensitivity, sizes, mp.formats)
         choice, measured, probes = measured_stop(model, calib.ids, start, steps, max_kl, params.group_size)
     else:
         choice, measured, probes = by_sum, None, 0
