@@ -79,6 +79,21 @@ def test_quantized_graphs_use_quantized_ops(exported):
         assert settings["format"] == "onnx"
 
 
+def test_every_graph_is_in_ssa_form_with_unique_node_names(exported):
+    """What onnxruntime 1.31's CUDA build checks on load and the CPU build here did not: one producer
+    per tensor, one node per name (the fp16 converter broke both on SmolLM2's RMSNorm)."""
+    from collections import Counter
+
+    import onnx
+
+    for method, d in exported.items():
+        graph = onnx.load(str(d / "model.onnx"), load_external_data=False).graph
+        outputs = Counter(o for n in graph.node for o in n.output if o)
+        names = Counter(n.name for n in graph.node if n.name)
+        assert not [o for o, k in outputs.items() if k > 1], method
+        assert not [n for n, k in names.items() if k > 1], method
+
+
 def test_artifact_loads_in_optimum(exported):
     code = (
         "import sys, torch; from optimum.onnxruntime import ORTModelForCausalLM; "
