@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from optpipe.passes import get_pass
 from optpipe.passes.quantize.gptq import quantizable_linears
 from optpipe.passes.quantize.mixed import (
+    PATHS,
     _logprobs,
     choose_formats,
     config_at,
@@ -23,6 +24,7 @@ from optpipe.passes.quantize.mixed import (
     measured_kl,
     measured_stop,
     rtn,
+    stop_on_paths,
     upgrade_path,
 )
 from optpipe.runtime import load_candidate
@@ -84,7 +86,9 @@ def test_mixed_precision_build_step_round_trips(tiny_model_dir, tmp_path):
     cand = get_pass("quantize").apply(load_candidate(tiny_model_dir), params, ctx)
     info = cand.settings.calibration
     assert cand.settings.quantization == "mixed-precision" and info["stop"] == "measured" and info["max_kl"] == 1e-5
-    assert info["measured_kl"] <= 1e-5 and 1 <= info["kl_probes"] <= 6 and info["predicted_kl"] >= 0
+    assert info["measured_kl"] <= 1e-5 and 2 <= info["kl_probes"] <= 12 and info["predicted_kl"] >= 0
+    assert info["path"] in PATHS and info["layers"] == info["paths"][info["path"]]["layers"]
+    assert info["linear_bytes"] == min(p["linear_bytes"] for p in info["paths"].values())
     assert sum(info["layers"].values()) == 14 == sum(info["sum_rule_layers"].values())
     assert info["sensitivity_cached"] is False
     choice = info["choice"]
@@ -193,6 +197,32 @@ def test_a_noise_floor_in_each_sensitivity_makes_the_sum_rule_dense_heavy_but_no
     assert predicted <= limit and sum(f == "dense" for f in by_sum.values()) >= 9
     assert kl <= limit and sum(f == "dense" for f in choice.values()) <= 3
     assert _size(choice, sizes) < 0.8 * _size(by_sum, sizes)
+
+
+def test_the_tiered_path_passes_every_uniform_configuration():
+    sens = {n: {"int4": 0.01 * (i + 1), "int8": 0.001, "dense": 0.0} for i, n in enumerate("abcd")}
+    start, steps = upgrade_path(sens, _sizes(sens), FORMATS, tiered=True)
+    configs = [config_at(start, steps, k) for k in range(len(steps) + 1)]
+    for fmt in FORMATS:
+        assert {n: fmt for n in sens} in configs
+    k8 = configs.index({n: "int8" for n in sens})
+    assert [n for n, _ in steps[:k8]] == ["d", "c", "b", "a"]  # int4 -> int8 in sensitivity order
+
+
+def test_with_a_floor_the_tiered_path_is_never_larger_than_uniform_int8(measured_setup):
+    """The H200 SmolLM2 run: with every int8 single-layer KL lifted by a floor, the greedy path sends
+    layers int8 -> dense before others leave int4 and stopped above uniform int8 (0.176 vs 0.163 GB).
+    The tiered path passes all-int8; when that fits the limit, the winner is no larger."""
+    model, sens, sizes = measured_setup
+    all8 = {n: "int8" for n in sens}
+    limit = 2 * _kl_by_copy(model, all8)  # uniform int8 fits, with room for some int4 layers
+    floored = {n: {"int4": s["int4"] + limit, "int8": s["int8"] + limit, "dense": 0.0} for n, s in sens.items()}
+    path, choice, kl, probes, found = stop_on_paths(model, CALIB, floored, sizes, FORMATS, limit, 32, "measured")
+    assert set(found) == set(PATHS) and probes >= 2
+    assert kl <= limit and _kl_by_copy(model, choice) == pytest.approx(kl, rel=1e-3, abs=1e-9)
+    assert _size(choice, sizes) <= _size(all8, sizes) == pytest.approx(_size(all8, sizes))
+    assert _size(choice, sizes) == min(r["bytes"] for r in found.values())
+    assert found["tiered"]["bytes"] <= _size(all8, sizes)
 
 
 def test_walks_up_the_path_when_the_bisection_ends_over_the_limit(measured_setup):

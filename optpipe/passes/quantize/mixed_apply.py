@@ -13,11 +13,11 @@ from optpipe.passes.quantize.mixed import (
     default_max_kl,
     layer_sensitivity,
     linear_bytes,
-    measured_stop,
     pack_mixed,
     parent_hash,
     predicted_kl,
     predicted_stop,
+    stop_on_paths,
     upgrade_path,
 )
 
@@ -56,12 +56,11 @@ def apply_mixed(candidate, params, ctx):
         for n, m in quantizable_linears(model).items()
     }
     max_kl = mp.max_kl if mp.max_kl is not None else default_max_kl(ctx.budget)
-    start, steps = upgrade_path(sensitivity, sizes, mp.formats)  # walked once: both stop rules read it
+    path, choice, measured, probes, paths = stop_on_paths(
+        model, calib.ids, sensitivity, sizes, mp.formats, max_kl, params.group_size, mp.stop
+    )
+    start, steps = upgrade_path(sensitivity, sizes, mp.formats)  # the greedy path's sum rule, for comparison
     by_sum, _ = predicted_stop(sensitivity, start, steps, max_kl)
-    if mp.stop == "measured":
-        choice, measured, probes = measured_stop(model, calib.ids, start, steps, max_kl, params.group_size)
-    else:
-        choice, measured, probes = by_sum, None, 0
     pack_mixed(model, choice, params.group_size)
     tmp = Path(tempfile.mkdtemp(prefix="optpipe-mixed-"))
     try:
@@ -85,7 +84,16 @@ def apply_mixed(candidate, params, ctx):
         "max_kl": max_kl,
         "predicted_kl": round(predicted_kl(sensitivity, choice), 6),  # the sum of single-layer KLs
         "measured_kl": None if measured is None else round(measured, 6),  # the chosen configuration, calibration tokens
-        "kl_probes": probes,  # forwards over whole configurations (the bisection)
+        "kl_probes": probes,  # forwards over whole configurations (the bisections of both paths)
+        "path": path,  # which upgrade path gave the smaller configuration
+        "paths": {
+            p: {
+                "layers": counts(r["choice"]),
+                "measured_kl": None if r["measured_kl"] is None else round(r["measured_kl"], 6),
+                "linear_bytes": round(r["bytes"]),
+            }
+            for p, r in paths.items()
+        },
         "sum_rule_layers": counts(by_sum),  # what stop: predicted would have chosen, for comparison
         "sensitivity_cached": was_cached,
         "linear_bytes": round(sum(sizes[n][f] for n, f in choice.items())),
