@@ -15,6 +15,7 @@ from optpipe.passes import get_pass
 from optpipe.passes.quantize.gptq import quantizable_linears
 from optpipe.passes.quantize.mixed import (
     PATHS,
+    SELECTION_VERSION,
     _logprobs,
     choose_formats,
     config_at,
@@ -245,6 +246,8 @@ def test_max_kl_defaults_to_half_the_perplexity_budget_in_nats_and_an_explicit_o
     derived = quantize.resolve(quantize.Params(methods=["mixed-precision"]), ctx)
     assert derived.mixed_precision.max_kl == pytest.approx(0.0244, abs=1e-4)
     assert derived.chain_params()["mixed_precision"]["max_kl"] == derived.mixed_precision.max_kl  # in the cache key
+    assert derived.chain_params()["mixed_selection_version"] == SELECTION_VERSION  # so is the choice rule
+    assert "mixed_selection_version" not in quantize.Params(methods=["torchao-int8wo"]).chain_params()
     explicit = quantize.Params(methods=["mixed-precision"], mixed_precision={"max_kl": 0.003})
     assert quantize.resolve(explicit, ctx).mixed_precision.max_kl == 0.003
     other = quantize.Params(methods=["torchao-int8wo"])

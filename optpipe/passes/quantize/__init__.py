@@ -49,7 +49,7 @@ from optpipe.passes.quantize.methods import (
     method_requirements,
     quantization_config,
 )
-from optpipe.passes.quantize.mixed import MixedPrecisionSettings, default_max_kl
+from optpipe.passes.quantize.mixed import SELECTION_VERSION, MixedPrecisionSettings, default_max_kl
 
 GROUPED = ("torchao-int4wo", "torchao-int4-gemlite", "gptq-4bit", "awq-4bit", MIXED)  # methods group_size applies to
 
@@ -88,6 +88,8 @@ class QuantizeParams(PassParams):
                 out.pop(k, None)
         if MIXED not in self.methods:
             out.pop("mixed_precision", None)  # defines only the mixed method's result
+        else:
+            out["mixed_selection_version"] = SELECTION_VERSION  # a changed choice rule is a different candidate
         return out
 
     @model_validator(mode="after")

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 Format = Literal["int4", "int8", "dense"]
 BITS: dict[str, int] = {"int4": 4, "int8": 8}
 SENSITIVITY_VERSION = 1
+SELECTION_VERSION = 2  # how a configuration is chosen; 2: the tiered path beside the greedy one (part of the cache key)
 # The derived limit takes this share of the perplexity budget's log-ratio: a safety margin for what
 # the calibration tokens do not show (the evaluation text, HellaSwag) and for the parent's own loss.
 KL_BUDGET_FRACTION = 0.5
