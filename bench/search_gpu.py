@@ -26,10 +26,7 @@ HEADER = """model:
 target: {target}
 stop: best
 objective: size_gb
-budget:
-  hellaswag_max_drop_points: 2.0
-  perplexity_max_rise_pct: 5.0
-evaluation:
+{budget}evaluation:
 {evaluation}
 benchmark:
   prompt_tokens: {prompt}
@@ -50,8 +47,12 @@ GPU_METHODS = (
 SMOKE_METHODS = "[torchao-int8wo, mixed-precision]"
 
 
-def recipe(out: Path, smoke: bool, methods: str | None = None) -> Path:
+BUDGET = "budget:\n  hellaswag_max_drop_points: 2.0\n  perplexity_max_rise_pct: 5.0\n"
+
+
+def recipe(out: Path, smoke: bool, methods: str | None = None, default_budget: bool = False) -> Path:
     head = HEADER.format(
+        budget="" if default_budget else BUDGET,
         target="cpu-x86" if smoke else "h100-80g",
         evaluation=SMOKE_EVAL if smoke else GPU_EVAL,
         prompt=32 if smoke else 512,
@@ -111,12 +112,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--methods", help="the quantize methods, YAML list (default: every GPU method), e.g. '[torchao-int8wo, mixed-precision]'"
     )
+    ap.add_argument(
+        "--default-budget", action="store_true", help="optpipe's default budget (no budget block) instead of -2 pts / +5 %%"
+    )
     a = ap.parse_args(argv)
     if a.table:
         print("\n".join(summary_rows(a.table)))
         return 0
     a.out.mkdir(parents=True, exist_ok=True)
-    path = recipe(a.out.resolve(), a.smoke, a.methods)
+    path = recipe(a.out.resolve(), a.smoke, a.methods, a.default_budget)
     cli = [sys.executable, "-c", "from optpipe.cli import app; app()"]
     rc = subprocess.call([*cli, "build", str(path)])
     if rc not in (0, 3, 4):  # 3/4: budget not met or inconclusive, the tables are still the result
