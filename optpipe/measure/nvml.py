@@ -4,7 +4,23 @@ is missing (nvidia-ml-py not installed, or a GPU without the total-energy counte
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
+
+
+def ancestor_pids() -> set[int]:
+    """This process's parent chain, from /proc (empty where there is none). The build process that
+    waits on its measurement worker keeps the CUDA context it applied passes with, so NVML lists it,
+    but it computes nothing while the worker measures: it is not load."""
+    out: set[int] = set()
+    pid = os.getppid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return out
 
 
 class Nvml:
@@ -39,11 +55,13 @@ class Nvml:
         return None
 
     def other_compute_processes(self) -> int | None:
-        """Other processes computing on this GPU now (they share its SMs and memory bandwidth)."""
+        """Other processes computing on this GPU now (they share its SMs and memory bandwidth), not
+        counting this process and the ones it was started by (`ancestor_pids`)."""
         if not self.ok:
             return None
+        mine = {os.getpid()} | ancestor_pids()
         try:
-            return sum(1 for p in self._nv.nvmlDeviceGetComputeRunningProcesses(self.handle) if p.pid != os.getpid())
+            return sum(1 for p in self._nv.nvmlDeviceGetComputeRunningProcesses(self.handle) if p.pid not in mine)
         except Exception:
             return None
 
