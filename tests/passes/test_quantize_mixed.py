@@ -221,9 +221,24 @@ def test_with_a_floor_the_tiered_path_is_never_larger_than_uniform_int8(measured
     path, choice, kl, probes, found = stop_on_paths(model, CALIB, floored, sizes, FORMATS, limit, 32, "measured")
     assert set(found) == set(PATHS) and probes >= 2
     assert kl <= limit and _kl_by_copy(model, choice) == pytest.approx(kl, rel=1e-3, abs=1e-9)
-    assert _size(choice, sizes) <= _size(all8, sizes) == pytest.approx(_size(all8, sizes))
+    assert _size(choice, sizes) <= _size(all8, sizes)
     assert _size(choice, sizes) == min(r["bytes"] for r in found.values())
     assert found["tiered"]["bytes"] <= _size(all8, sizes)
+
+
+def test_the_smaller_path_wins_where_a_floor_sends_the_greedy_one_to_dense():
+    """The H200 failure in miniature (floor F = 0.05 on every quantized layer, equal-sized layers): int8 ->
+    dense of b saves F per 11,776 bytes, more than a's int4 -> int8 (0.002 per 2,048), so the greedy path
+    goes (int4, int8) -> (int4, dense) and its sum rule stops there, 18,944 bytes; the tiered path stops at
+    all-int8, 9,216 bytes, and wins."""
+    floor = 0.05
+    sens = {"a": {"int4": floor + 0.002, "int8": floor, "dense": 0.0}, "b": {"int4": floor + 0.03, "int8": floor, "dense": 0.0}}
+    sizes = _sizes(sens)
+    path, choice, kl, probes, found = stop_on_paths(None, None, sens, sizes, FORMATS, 0.101, 32, "predicted")
+    assert found["greedy"]["choice"] == {"a": "int4", "b": "dense"} and found["greedy"]["bytes"] == 18944
+    assert path == "tiered" and choice == {"a": "int8", "b": "int8"} and _size(choice, sizes) == 9216
+    assert kl is None and probes == 0 and found["tiered"]["predicted_kl"] == pytest.approx(0.1)
+    assert found["greedy"]["sum_rule"] == found["greedy"]["choice"]  # predicted: the sum rule is the choice
 
 
 def test_walks_up_the_path_when_the_bisection_ends_over_the_limit(measured_setup):

@@ -17,7 +17,7 @@ larger than the best uniform format of the list whose measured KL fits. Both pat
 way and the smaller configuration wins. The tiered path is there because a floor in the single-layer
 KLs (next paragraph) makes int8 -> dense look as useful per byte as int4 -> int8: on SmolLM2 in bf16
 on an H200 the greedy path alone stopped at 28 int4 / 83 int8 / 99 dense layers, 0.176 GB, above
-uniform int8's 0.163 GB. WHERE to stop on it is decided by measuring whole
+uniform int8's 0.163 GB. WHERE to stop on a path is decided by measuring whole
 configurations (stop: measured): a bisection over the path for the smallest configuration whose
 KL(parent || configuration) on the same calibration tokens is under the limit, O(log n) forwards.
 Summing single-layer KLs (stop: predicted, the first-order assumption of HAWQ-style and ModelOpt
@@ -163,7 +163,7 @@ def upgrade_path(
     start, steps = dict(choice), []
     while True:
         best, best_gain = None, -1.0
-        level = min(order.index(f) for f in choice.values())
+        level = min(order.index(f) for f in choice.values()) if tiered else None
         for name, fmt in choice.items():
             k = order.index(fmt)
             if k + 1 == len(order) or (tiered and k != level):
@@ -288,7 +288,8 @@ def stop_on_paths(
 ) -> tuple[str, dict[str, str], float | None, int, dict[str, dict[str, Any]]]:
     """Stop both paths (PATHS) by `stop` and keep the smaller configuration under the limit (measured:
     its measured KL; predicted: the sum). -> (winning path, choice, its measured KL or None, forwards over
-    configurations, path -> {choice, measured_kl, predicted_kl, bytes} for the record)."""
+    configurations, path -> {choice, measured_kl, predicted_kl, bytes, fits, sum_rule} for the record;
+    sum_rule = where the summed-KL rule stops on that path, whichever `stop` is)."""
     found: dict[str, dict[str, Any]] = {}
     probes = 0
     for path in PATHS:
@@ -306,6 +307,7 @@ def stop_on_paths(
             "predicted_kl": predicted_kl(sensitivity, choice),
             "bytes": sum(sizes[n][f] for n, f in choice.items()),
             "fits": fits,
+            "sum_rule": by_sum,
         }
     best = min(PATHS, key=lambda p: (not found[p]["fits"], found[p]["bytes"], found[p]["measured_kl"] or 0.0))
     return best, found[best]["choice"], found[best]["measured_kl"], probes, found

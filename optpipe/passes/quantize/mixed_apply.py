@@ -16,9 +16,7 @@ from optpipe.passes.quantize.mixed import (
     pack_mixed,
     parent_hash,
     predicted_kl,
-    predicted_stop,
     stop_on_paths,
-    upgrade_path,
 )
 
 
@@ -59,8 +57,6 @@ def apply_mixed(candidate, params, ctx):
     path, choice, measured, probes, paths = stop_on_paths(
         model, calib.ids, sensitivity, sizes, mp.formats, max_kl, params.group_size, mp.stop
     )
-    start, steps = upgrade_path(sensitivity, sizes, mp.formats)  # the greedy path's sum rule, for comparison
-    by_sum, _ = predicted_stop(sensitivity, start, steps, max_kl)
     pack_mixed(model, choice, params.group_size)
     tmp = Path(tempfile.mkdtemp(prefix="optpipe-mixed-"))
     try:
@@ -94,9 +90,9 @@ def apply_mixed(candidate, params, ctx):
             }
             for p, r in paths.items()
         },
-        "sum_rule_layers": counts(by_sum),  # what stop: predicted would have chosen, for comparison
+        "sum_rule_layers": counts(paths["greedy"]["sum_rule"]),  # the old rule (sum, greedy path), for comparison
         "sensitivity_cached": was_cached,
-        "linear_bytes": round(sum(sizes[n][f] for n, f in choice.items())),
+        "linear_bytes": round(paths[path]["bytes"]),
         "choice": choice,
     }
     return TorchCandidate(loaded, candidate.tokenizer, candidate.settings).with_settings(
